@@ -1,0 +1,50 @@
+# Every target sets itself up on a fresh Debian 12 machine (as root): apt packages, the
+# virtualenv, the default model. Run `make help` for the list.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMPS := .stamps
+MODEL ?= tiny.en
+QUANT ?= q5_1
+APT_PACKAGES := libsndfile1
+SAMPLE := tests/data/jfk.wav
+
+.PHONY: help test demo bench deps venv model clean
+help:
+	@echo "make test   set everything up and run the test suite"
+	@echo "make demo   set everything up and transcribe a bundled sample with the default model"
+	@echo "make bench  set everything up and write docs/benchmarks.md"
+
+$(STAMPS)/apt:
+	@mkdir -p $(STAMPS)
+	@missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing apt packages: $$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
+	@touch $@
+
+$(STAMPS)/venv: pyproject.toml $(STAMPS)/apt
+	@mkdir -p $(STAMPS)
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	@touch $@
+
+venv: $(STAMPS)/venv
+
+model: $(STAMPS)/venv
+	$(BIN)/appliance models install $(MODEL) --quant f16
+	$(BIN)/appliance models install $(MODEL) --quant $(QUANT)
+
+test: model
+	$(BIN)/python -m pytest
+
+demo: model
+	$(BIN)/appliance transcribe --model $(MODEL) $(SAMPLE)
+
+bench: model
+	$(BIN)/python -m benchmarks.run --output docs/benchmarks.md
+
+clean:
+	rm -rf $(VENV) $(STAMPS) models/*.bin models/*.json

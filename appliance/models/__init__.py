@@ -1,0 +1,1 @@
+"""Model tooling: convert CTranslate2 weights to ggml, quantize, install and verify."""

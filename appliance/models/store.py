@@ -1,0 +1,161 @@
+"""The models folder: atomic writes, JSON sidecars, and verifying a file before whisper.cpp sees it."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import errno
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, Iterator
+
+from ..errors import CorruptModelError, ModelWriteError, SourceMissingError
+from .ggml import ModelFile, read_model
+
+INSTALLED_DIR = Path("/var/lib/meeting-appliance/models")
+_CHECKOUT = Path(__file__).resolve().parents[2]
+_HASH_CHUNK = 1 << 20
+
+
+def default_dir() -> Path:
+    """./models in a source checkout, the system folder once installed."""
+    if (_CHECKOUT / "pyproject.toml").is_file() and (_CHECKOUT / "models").is_dir():
+        return _CHECKOUT / "models"
+    return INSTALLED_DIR
+
+
+def model_path(directory: Path, name: str, quant: str) -> Path:
+    """Where a model of this name and quant lives."""
+    return directory / f"ggml-{name}-{quant}.bin"
+
+
+def sidecar_path(model: Path) -> Path:
+    """The JSON record beside a model file."""
+    return model.with_suffix(".json")
+
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(_HASH_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class HashingWriter:
+    """A file handle that hashes and counts what passes through it."""
+
+    def __init__(self, handle: BinaryIO) -> None:
+        self._handle = handle
+        self.digest = hashlib.sha256()
+        self.bytes = 0
+
+    def write(self, data: bytes) -> int:
+        """Write, hash and count."""
+        self.digest.update(data)
+        self.bytes += len(data)
+        return self._handle.write(data)
+
+
+def _write_error(directory: Path, err: OSError) -> ModelWriteError:
+    if err.errno == errno.ENOSPC:
+        return ModelWriteError(f"{directory}: disk full while writing the model")
+    if err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return ModelWriteError(f"{directory}: not writable ({err.strerror})")
+    return ModelWriteError(f"{directory}: cannot write ({err.strerror})")
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_file(target: Path) -> Iterator[HashingWriter]:
+    """Write to a temp file beside target; fsync and rename on success, delete on failure."""
+    directory = target.parent
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        fd, temp = tempfile.mkstemp(dir=directory, prefix=f".{target.name}.", suffix=".tmp")
+    except OSError as err:
+        raise _write_error(directory, err) from err
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            writer = HashingWriter(handle)
+            yield writer
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(temp, 0o644)
+        os.replace(temp, target)
+        _fsync_dir(directory)
+    except OSError as err:
+        Path(temp).unlink(missing_ok=True)
+        raise _write_error(directory, err) from err
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+
+
+@dataclass(frozen=True)
+class Sidecar:
+    """What the installer recorded about a model file."""
+
+    name: str
+    quant: str
+    source: str
+    sha256: str
+    bytes: int
+    multilingual: bool
+    created: str
+
+    @staticmethod
+    def now() -> str:
+        """The creation time stamp, UTC, ISO 8601."""
+        return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+    def save(self, model: Path) -> None:
+        """Write the sidecar atomically beside the model."""
+        with atomic_file(sidecar_path(model)) as out:
+            out.write((json.dumps(self.__dict__, indent=2) + "\n").encode())
+
+    @classmethod
+    def load(cls, model: Path) -> "Sidecar | None":
+        """The sidecar of a model, None when there is none."""
+        path = sidecar_path(model)
+        if not path.is_file():
+            return None
+        try:
+            return cls(**json.loads(path.read_text(encoding="utf-8")))
+        except (ValueError, TypeError) as err:
+            raise CorruptModelError(f"{path}: unreadable model record ({err})") from err
+
+
+def verify(model: Path) -> ModelFile:
+    """Check size and sha256 against the sidecar, then the structure; raise on any fault."""
+    if not model.is_file():
+        raise SourceMissingError(f"{model}: model file not found")
+    sidecar = Sidecar.load(model)
+    if sidecar is not None:
+        size = model.stat().st_size
+        if size != sidecar.bytes:
+            raise CorruptModelError(
+                f"{model}: {size} bytes, the install recorded {sidecar.bytes} (truncated?)"
+            )
+        if sha256_file(model) != sidecar.sha256:
+            raise CorruptModelError(f"{model}: sha256 differs from the install record")
+    return read_model(model)
+
+
+def installed(directory: Path) -> list[Path]:
+    """The model files in a folder."""
+    if not directory.is_dir():
+        return []
+    return sorted(directory.glob("ggml-*.bin"))
