@@ -7,7 +7,7 @@ STAMPS := .stamps
 MODEL ?= tiny.en
 QUANT ?= q5_1
 APT_PACKAGES := libsndfile1
-SAMPLE := tests/data/jfk.wav
+SAMPLE := tests/data/speech/jfk/jfk.flac
 
 .PHONY: help test demo bench deps venv model clean
 help:
