@@ -19,3 +19,7 @@ class CorruptModelError(ApplianceError, ValueError):
 
 class ModelWriteError(ApplianceError, OSError):
     """A model could not be written (disk full, directory not writable)."""
+
+
+class AudioError(ApplianceError, ValueError):
+    """An audio file or buffer is missing, unreadable, empty, not audio, or too long."""
