@@ -26,15 +26,17 @@ def _cmd_models_install(args: argparse.Namespace) -> int:
     if not args.from_path:
         catalog.lookup(args.name)
     progress = ProgressLine()
-    path, written = install.install(
-        args.name,
-        args.quant,
-        _models_dir(args),
-        source=args.source,
-        from_path=Path(args.from_path) if args.from_path else None,
-        progress=progress,
-    )
-    progress.close()
+    try:
+        path, written = install.install(
+            args.name,
+            args.quant,
+            _models_dir(args),
+            source=args.source,
+            from_path=Path(args.from_path) if args.from_path else None,
+            progress=progress,
+        )
+    finally:
+        progress.close()  # so an error starts on a line of its own on a terminal
     state = "installed" if written else "already installed"
     print(f"{state}: {path}")
     return 0
@@ -72,7 +74,8 @@ def _cmd_models_verify(args: argparse.Namespace) -> int:
     directory = _models_dir(args)
     paths = store.installed(directory)
     if args.name:
-        paths = [p for p in paths if p.name.startswith(f"ggml-{args.name}-")]
+        # ggml-NAME-QUANT.bin: quant names have no '-', so the name is all before the last one.
+        paths = [p for p in paths if p.stem.rsplit("-", 1)[0] == f"ggml-{args.name}"]
         if not paths:
             raise UsageError(f"no installed model named {args.name!r} in {directory}")
     if not paths:

@@ -46,6 +46,7 @@ class CatalogModel:
     parts: tuple[PackagedPart, ...]
     vocabulary: PackagedPart
     official: dict[str, str]  # quant -> sha256 of ggml-NAME[-quant].bin
+    pypi: bool = True  # False when the PyPI packages cannot be converted (truncated upstream)
 
     def official_file(self, quant: str) -> str:
         """The official file name for a quant."""
@@ -104,6 +105,7 @@ CATALOG = {
             "q5_1": "ae85e4a935d7a567bd102fe55afc16bb595bdb618e11b2fc7591bc08120411bb",
             "q8_0": "49c8fb02b65e6049d5fa6c04f81f53b867b5ec9540406812c643f177317f779f",
         },
+        pypi=False,
     ),
 }
 

@@ -17,6 +17,10 @@ QNT_VERSION = 2
 QNT_VERSION_FACTOR = 1000
 N_FFT_BINS = 201  # 1 + n_fft / 2 with Whisper's n_fft = 400
 MAX_TOKEN_BYTES = 128  # whisper.cpp's own quantizer reads tokens into a 129-byte buffer
+# Far above any Whisper (large has 32 layers, 128 mels): a bound so a damaged header is
+# reported at once instead of walking millions of phantom layers.
+MAX_LAYERS = 256
+MAX_MELS = 512
 
 
 @dataclass(frozen=True)
@@ -199,7 +203,15 @@ def read_model(path: Path) -> ModelFile:
         if magic != MAGIC:
             raise CorruptModelError(f"{path}: not a ggml Whisper model (bad magic)")
         hp = Hparams(*struct.unpack("<11i", _read(handle, 44, "the header", path)))
-        quant = hp.quant
+        try:
+            quant = hp.quant
+        except CorruptModelError as err:
+            raise CorruptModelError(f"{path}: {err}") from None
+        counts = (hp.n_vocab, hp.n_audio_ctx, hp.n_audio_state, hp.n_audio_head, hp.n_text_ctx,
+                  hp.n_text_state, hp.n_text_head, hp.n_mels, hp.n_audio_layer, hp.n_text_layer)
+        if (min(counts) <= 0 or max(hp.n_audio_layer, hp.n_text_layer) > MAX_LAYERS
+                or hp.n_mels > MAX_MELS):
+            raise CorruptModelError(f"{path}: implausible header {hp}")
         n_mel, n_fft = struct.unpack("<2i", _read(handle, 8, "the mel filters", path))
         if n_mel != hp.n_mels or n_fft != N_FFT_BINS:
             raise CorruptModelError(f"{path}: mel filterbank is {n_mel}x{n_fft}")

