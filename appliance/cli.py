@@ -11,9 +11,12 @@ from typing import Sequence
 from . import __version__
 from .errors import ApplianceError, UsageError
 from .models import catalog, ggml, install, store
+from .evaluate import evaluate, read_manifest
 from .progress import ProgressLine
+from .transcribe import DecodeOptions, Transcriber
+from .transcript import FORMATS, render
+from .vad import Segmenter
 
-DEFAULT_QUANT = "q5_1"
 
 
 def _models_dir(args: argparse.Namespace) -> Path:
@@ -91,6 +94,74 @@ def _cmd_models_verify(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _transcriber(args: argparse.Namespace) -> Transcriber:
+    path = store.resolve(args.model, _models_dir(args), catalog.DEFAULT_QUANT)
+    return Transcriber(path, DecodeOptions(threads=args.threads, language=args.language))
+
+
+def _cmd_transcribe(args: argparse.Namespace) -> int:
+    output = Path(args.output) if args.output else None
+    segmenter = Segmenter(aggressiveness=args.vad_aggressiveness)
+    failed = 0
+    with _transcriber(args) as transcriber:
+        for path in map(Path, args.audio):
+            progress = ProgressLine()
+
+            def report(done_s: int, total_s: int) -> None:
+                # A bar only on a terminal and only for files of a minute or more.
+                if total_s >= 60 and sys.stderr.isatty():
+                    progress(f"{path.name} (seconds)", done_s, total_s)
+
+            try:
+                transcript = transcriber.transcribe_file(path, segmenter, progress=report)
+            except ApplianceError as err:
+                failed += 1
+                progress.close()
+                print(f"appliance: error: {err}", file=sys.stderr)
+                continue
+            progress.close()
+            text = render(transcript, args.format)
+            if output is None:
+                if len(args.audio) > 1:
+                    print(f"==> {path} <==")
+                sys.stdout.write(text)
+                sys.stdout.flush()
+                continue
+            target = output / f"{path.stem}.{args.format}"
+            with store.atomic_file(target) as out:
+                out.write(text.encode("utf-8"))
+            print(f"wrote {target}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    sets = set(args.sets.split(",")) if args.sets else None
+    clips = read_manifest(Path(args.manifest), sets=sets, language=args.language)
+    segmenter = Segmenter(aggressiveness=args.vad_aggressiveness)
+    with _transcriber(args) as transcriber:
+
+        def transcribe(clip) -> str:
+            return transcriber.transcribe_file(clip.audio, segmenter, clip.language).text
+
+        report = evaluate(clips, transcribe, progress=ProgressLine())
+    print(report.to_json() if args.json else report.format())
+    return 0
+
+
+def _add_model_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--model", default=catalog.DEFAULT_MODEL,
+        help=f"installed model name (tiny.en, base, ...), NAME-QUANT, or a ggml file path "
+        f"(default {catalog.DEFAULT_MODEL}, quant {catalog.DEFAULT_QUANT} first)",
+    )
+    parser.add_argument("--dir", help="models folder (default: as for `appliance models`)")
+    parser.add_argument("--threads", type=int, default=2, help="whisper.cpp threads (default 2)")
+    parser.add_argument(
+        "--vad-aggressiveness", type=int, default=2, choices=range(4),
+        help="webrtcvad aggressiveness 0-3 (default 2)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser for every subcommand."""
     parser = argparse.ArgumentParser(
@@ -106,8 +177,8 @@ def build_parser() -> argparse.ArgumentParser:
     add = actions.add_parser("install", help="convert or download a model into the models folder")
     add.add_argument("name", help=f"model name: {', '.join(catalog.CATALOG)} (any name with --from)")
     add.add_argument(
-        "--quant", default=DEFAULT_QUANT, help=f"weight type: {', '.join(ggml.QUANTS)} "
-        f"(default {DEFAULT_QUANT})"
+        "--quant", default=catalog.DEFAULT_QUANT, help=f"weight type: {', '.join(ggml.QUANTS)} "
+        f"(default {catalog.DEFAULT_QUANT})"
     )
     add.add_argument("--dir", help=dir_help)
     add.add_argument(
@@ -132,6 +203,24 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("name", nargs="?", help="only this model")
     check.add_argument("--dir", help=dir_help)
     check.set_defaults(func=_cmd_models_verify)
+
+    run = commands.add_parser("transcribe", help="transcribe audio files (wav, flac, ogg, mp3...)")
+    run.add_argument("audio", nargs="+", help="audio files")
+    _add_model_options(run)
+    run.add_argument("--language", help="language code, e.g. en, sv (default: en for .en "
+                     "models, detected otherwise)")
+    run.add_argument("--format", choices=FORMATS, default="txt", help="output format (default txt)")
+    run.add_argument("--output", metavar="DIR", help="write DIR/NAME.FORMAT per input instead "
+                     "of printing")
+    run.set_defaults(func=_cmd_transcribe)
+
+    score = commands.add_parser("eval", help="word error rate over a manifest.jsonl of clips")
+    score.add_argument("manifest", help="manifest.jsonl (audio, text, language, set)")
+    _add_model_options(score)
+    score.add_argument("--sets", help="comma-separated set names (default: all)")
+    score.add_argument("--language", help="only clips of this language")
+    score.add_argument("--json", action="store_true", help="print JSON")
+    score.set_defaults(func=_cmd_eval)
     return parser
 
 

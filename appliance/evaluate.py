@@ -22,6 +22,9 @@ _LOGGER = logging.getLogger(__name__)
 _REQUIRED = ("audio", "text", "language", "set")
 # Corpus annotations such as <cutoff-montreal>, <unk> or [laughter] are not spoken words.
 _TAGS = re.compile(r"<[^>]*>|\[[^\]]*\]")
+# A speaker label opening a line of a reference ("ES2011a.Headset-1: ..."): a single token with
+# a digit in it, then a colon; it annotates who spoke and is not spoken itself.
+_SPEAKER = re.compile(r"^\s*[\w.-]*\d[\w.-]*:\s", re.MULTILINE)
 _ENGLISH = EnglishTextNormalizer()
 _BASIC = BasicTextNormalizer()
 
@@ -143,7 +146,7 @@ def _format_row(row: SetRow) -> str:
 
 def normalize(text: str, language: str) -> str:
     """Text reduced to comparable words: no annotation tags, Whisper's normalizer, single spaces."""
-    text = _TAGS.sub(" ", text)
+    text = _SPEAKER.sub(" ", _TAGS.sub(" ", text))
     text = _ENGLISH(text) if language == "en" else _BASIC(text)
     return " ".join(text.split())
 

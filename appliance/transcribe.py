@@ -8,14 +8,15 @@ import re
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Protocol, Sequence
+from typing import Callable, Iterable, Protocol, Sequence
 
 import numpy as np
 
-from .audio import SAMPLE_RATE
-from .errors import UsageError
+from .audio import SAMPLE_RATE, load
+from .errors import CorruptModelError, UsageError
 from .models import store
-from .transcript import Segment
+from .transcript import Segment, Transcript
+from .vad import Segmenter
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -56,6 +57,12 @@ class Piece:
     window_s: float
     recording_s: float
     duration_s: float
+    source: Speech
+
+    def heard(self, segments: Sequence[Segment]) -> bool:
+        """Whether any decoded segment (window times) overlaps this piece."""
+        end = self.window_s + self.duration_s
+        return any(s.start_s < end and s.end_s > self.window_s for s in segments)
 
 
 @dataclass(frozen=True)
@@ -92,7 +99,7 @@ def pack(segments: Iterable[Speech], window_s: float = WINDOW_S) -> list[Window]
         if parts:
             parts.append(gap)
             used += gap.size
-        pieces.append(Piece(used / SAMPLE_RATE, segment.start_s, samples.size / SAMPLE_RATE))
+        pieces.append(Piece(used / SAMPLE_RATE, segment.start_s, samples.size / SAMPLE_RATE, segment))
         parts.append(samples)
         used += samples.size
     if parts:
@@ -100,12 +107,38 @@ def pack(segments: Iterable[Speech], window_s: float = WINDOW_S) -> list[Window]
     return windows
 
 
-_REPEAT = re.compile(r"\b((?:\S+\s+){0,3}?\S+?)(?:[\s,.]+\1\b){3,}", re.IGNORECASE)
+# A unit of 1-12 characters, within a word, repeated five or more times ("a-a-a-a-a-a").
+_CHAR_LOOP = re.compile(r"(\S{1,12}?)\1{4,}")
+_MAX_PHRASE = 10  # words in the longest repeated phrase collapsed
+_MAX_REPEATS = 2  # times a phrase may follow itself before the rest is a loop
+
+
+def _word_key(word: str) -> str:
+    return re.sub(r"\W", "", word).lower()
 
 
 def collapse_repeats(text: str) -> str:
-    """Drop a word or phrase (up to four words) repeated four or more times in a row."""
-    return _REPEAT.sub(r"\1", text)
+    """Cut decoder loops: a phrase of up to ten words said more than twice in a row is kept twice."""
+    text = _CHAR_LOOP.sub(r"\1", text)
+    words = text.split()
+    keys = [_word_key(w) for w in words]
+    out: list[int] = []  # indexes of kept words
+    i = 0
+    while i < len(words):
+        skipped = False
+        for n in range(1, _MAX_PHRASE + 1):
+            if len(out) < n * _MAX_REPEATS or not keys[i]:
+                continue
+            phrase = [keys[j] for j in out[-n:]]
+            previous = [keys[j] for j in out[-n * _MAX_REPEATS : -n]]
+            if keys[i : i + n] == phrase and previous == phrase * (_MAX_REPEATS - 1):
+                i += n
+                skipped = True
+                break
+        if not skipped:
+            out.append(i)
+            i += 1
+    return " ".join(words[j] for j in out)
 
 
 @dataclass(frozen=True)
@@ -117,7 +150,9 @@ class DecodeOptions:
     beam_size: int = 1  # 1 = greedy
     no_speech_thold: float = 0.6
     logprob_thold: float = -1.0
-    # Whisper's usual fallback, but it only runs when a window fails the thresholds above.
+    # No sampled fallback by default: on the English dev clips it cost 0.66 WER points against
+    # pure greedy (35.96 %, the same as faster-whisper); loops are cut by collapse_repeats.
+    # When set, only a window failing the thresholds above is re-decoded, one candidate each.
     temperature_inc: float = 0.0
 
 
@@ -127,26 +162,26 @@ class Transcriber:
     def __init__(self, model_path: Path, options: DecodeOptions = DecodeOptions()) -> None:
         found = store.verify(model_path)  # a damaged file must never reach whisper.cpp
         self.multilingual = found.hparams.multilingual
-        language = options.language or ("en" if not self.multilingual else "auto")
-        if not self.multilingual and language != "en":
-            raise UsageError(f"{model_path.name} is English-only; language {language!r} needs base or small")
-        pw = _whisper()
-        if language != "auto" and pw.whisper_lang_id(language) < 0:
-            raise UsageError(f"unknown language code {language!r}")
-        self.language = language
         self.model_path = model_path
-        self._pw = pw
-        self._ctx = pw.whisper_init_from_file_with_params(str(model_path), pw.whisper_context_default_params())
+        self._pw = pw = _whisper()
+        self.language = self.check_language(options.language)
+        context = pw.whisper_context_default_params()
+        # Flash attention: measured 1.1x (q8_0) to 2.8x (q5_1) faster encoding on x86 here.
+        context.flash_attn = True
+        self._ctx = pw.whisper_init_from_file_with_params(str(model_path), context)
+        if self._ctx is None:
+            raise CorruptModelError(f"{model_path}: whisper.cpp could not load the model")
         strategy = pw.whisper_sampling_strategy
         greedy = options.beam_size <= 1
-        self._params = pw.whisper_full_default_params(
+        self._params = params = pw.whisper_full_default_params(
             strategy.WHISPER_SAMPLING_GREEDY if greedy else strategy.WHISPER_SAMPLING_BEAM_SEARCH
         )
-        params = self._params
-        if not greedy:
+        if greedy:
+            params.greedy = {"best_of": 1}
+        else:
             params.beam_search = {"beam_size": options.beam_size, "patience": -1.0}
         params.n_threads = options.threads
-        params.language = language
+        params.language = self.language
         params.no_context = True  # no conditioning on previous text: it feeds repetition loops
         params.suppress_blank = True
         params.suppress_nst = True
@@ -157,13 +192,25 @@ class Transcriber:
         params.print_realtime = False
         params.print_timestamps = False
         self._lock = threading.Lock()
-        _LOGGER.info("loaded %s (%s, %d threads)", model_path.name, language, options.threads)
+        _LOGGER.info("loaded %s (%s, %d threads)", model_path.name, self.language, options.threads)
 
-    def transcribe_window(self, samples: np.ndarray) -> list[Segment]:
+    def check_language(self, language: str | None) -> str:
+        """The language code to decode with: English for .en models, else given or detected."""
+        language = language or ("auto" if self.multilingual else "en")
+        if not self.multilingual and language != "en":
+            raise UsageError(
+                f"{self.model_path.name} is English-only; language {language!r} needs base or small"
+            )
+        if language != "auto" and self._pw.whisper_lang_id(language) < 0:
+            raise UsageError(f"unknown language code {language!r}")
+        return language
+
+    def transcribe_window(self, samples: np.ndarray, language: str | None = None) -> list[Segment]:
         """Decode one window (at most 30 s); times are relative to the window."""
         pw, ctx = self._pw, self._ctx
         audio = np.ascontiguousarray(samples, dtype=np.float32)
         with self._lock:
+            self._params.language = language or self.language
             if pw.whisper_full(ctx, self._params, audio, audio.size) != 0:
                 raise RuntimeError("whisper_full failed")
             out = []
@@ -176,15 +223,57 @@ class Transcriber:
                     out.append(Segment(t0, t1, text))
         return out
 
-    def transcribe(self, segments: Sequence[Speech]) -> list[Segment]:
+    def transcribe(
+        self,
+        segments: Sequence[Speech],
+        language: str | None = None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> list[Segment]:
         """Transcribe speech segments packed into windows; times are the recording's."""
+        language = self.check_language(language) if language else self.language
+        windows = pack(segments)
         result = []
-        for window in pack(segments):
-            for seg in self.transcribe_window(window.samples):
-                start = window.to_recording(seg.start_s)
-                end = max(window.to_recording(seg.end_s), start)
-                result.append(Segment(start, end, seg.text))
-        return result
+        for done, window in enumerate(windows, 1):
+            decoded = self.transcribe_window(window.samples, language)
+            result += self._to_recording(window, decoded)
+            # Greedy decoding sometimes ends a window early and skips its last stretch of speech:
+            # a piece nothing was heard in gets a window of its own, so no words are lost.
+            missed = [p.source for p in window.pieces if not p.heard(decoded)]
+            if missed and len(window.pieces) > 1:
+                _LOGGER.debug("re-decoding %d skipped speech segments", len(missed))
+                for alone in (pack([speech])[0] for speech in missed):
+                    result += self._to_recording(alone, self.transcribe_window(alone.samples, language))
+            if progress:
+                progress(done, len(windows))
+        return sorted(result, key=lambda s: s.start_s)
+
+    @staticmethod
+    def _to_recording(window: Window, decoded: list[Segment]) -> list[Segment]:
+        out = []
+        for seg in decoded:
+            start = window.to_recording(seg.start_s)
+            out.append(Segment(start, max(window.to_recording(seg.end_s), start), seg.text))
+        return out
+
+    def transcribe_file(
+        self,
+        path: Path,
+        segmenter: Segmenter,
+        language: str | None = None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> Transcript:
+        """Decode, segment and transcribe one audio file; progress in seconds of the file."""
+        samples = load(path)
+        duration_s = samples.size / SAMPLE_RATE
+        speech = segmenter.segments(samples)
+
+        def windows_done(done: int, total: int) -> None:
+            if progress:
+                progress(round(duration_s * done / total), round(duration_s))
+
+        segments = self.transcribe(speech, language, windows_done)
+        used = (language and self.check_language(language)) or self.language
+        return Transcript(tuple(segments), used, duration_s)
 
     def close(self) -> None:
         """Free the whisper.cpp context."""

