@@ -95,7 +95,8 @@ def _run_worker(config: Config, path: Path, args: argparse.Namespace, scratch: P
         engine=config.engine,
         model=config.model,
         quant=config.quant,
-        peak_rss_kib=usage.ru_maxrss,  # KiB on Linux
+        # The worker's own VmHWM: wait4's ru_maxrss would include this parent's peak.
+        peak_rss_kib=result.get("self_peak_rss_kib"),
         worker_s=time.perf_counter() - started,
         # CPU seconds and the load after: a busy machine shows as load above 0 and wall time
         # well over cpu_s / threads.

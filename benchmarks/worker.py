@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import sys
 import time
 from pathlib import Path
@@ -22,8 +21,15 @@ Measures = dict[str, Any]
 
 
 def _rss_kib() -> int:
-    """This process's peak resident set so far; ru_maxrss is in KiB on Linux."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    """This process's peak resident set so far (VmHWM, KiB).
+
+    Not ru_maxrss: Linux carries that high-water mark across fork and exec, so a worker would
+    report its parent's peak (the parent converts models, 400+ MB) instead of its own.
+    """
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    raise RuntimeError("no VmHWM in /proc/self/status")
 
 
 def _say(config: str, text: str) -> None:
