@@ -168,7 +168,7 @@ def _method(document: dict[str, Any]) -> list[str]:
     sets = ", ".join(document["english_sets"])
     return [
         f"- {threads} threads for both engines; one configuration at a time, each in a fresh "
-        "process. Peak RSS is that process's maximum resident set (from wait4), load included. "
+        "process. Peak RSS is that process's maximum resident set (its own VmHWM), load included. "
         "MB are 10^6 bytes.",
         "- whisper.cpp runs the product path: `Transcriber(path, DecodeOptions(threads=T))` "
         "(load time includes the file's sha256 check against its install record: `verify_s` in "
