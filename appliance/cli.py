@@ -75,10 +75,8 @@ def _cmd_models_list(args: argparse.Namespace) -> int:
 
 def _cmd_models_verify(args: argparse.Namespace) -> int:
     directory = _models_dir(args)
-    paths = store.installed(directory)
+    paths = store.installed(directory, args.name)
     if args.name:
-        # ggml-NAME-QUANT.bin: quant names have no '-', so the name is all before the last one.
-        paths = [p for p in paths if p.stem.rsplit("-", 1)[0] == f"ggml-{args.name}"]
         if not paths:
             raise UsageError(f"no installed model named {args.name!r} in {directory}")
     if not paths:

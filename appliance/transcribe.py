@@ -95,7 +95,6 @@ def pack(segments: Iterable[Speech], window_s: float = WINDOW_S) -> list[Window]
         if parts and used + needed > limit:
             windows.append(Window(np.concatenate(parts), tuple(pieces)))
             parts, pieces, used = [], [], 0
-            needed = samples.size
         if parts:
             parts.append(gap)
             used += gap.size
@@ -264,6 +263,7 @@ class Transcriber:
     ) -> Transcript:
         """Decode, segment and transcribe one audio file; progress in seconds of the file."""
         samples = load(path)
+        language = self.check_language(language) if language else self.language
         duration_s = samples.size / SAMPLE_RATE
         speech = segmenter.segments(samples)
 
@@ -272,8 +272,7 @@ class Transcriber:
                 progress(round(duration_s * done / total), round(duration_s))
 
         segments = self.transcribe(speech, language, windows_done)
-        used = (language and self.check_language(language)) or self.language
-        return Transcript(tuple(segments), used, duration_s)
+        return Transcript(tuple(segments), language, duration_s)
 
     def close(self) -> None:
         """Free the whisper.cpp context."""

@@ -166,7 +166,7 @@ def resolve(spec: str, directory: Path, default_quant: str) -> Path:
     for candidate in (directory / f"ggml-{spec}.bin", model_path(directory, spec, default_quant)):
         if candidate.is_file():
             return candidate
-    others = [p for p in installed(directory) if p.name.rsplit("-", 1)[0] == f"ggml-{spec}"]
+    others = installed(directory, spec)
     if others:
         return others[0]
     raise SourceMissingError(
@@ -174,8 +174,12 @@ def resolve(spec: str, directory: Path, default_quant: str) -> Path:
     )
 
 
-def installed(directory: Path) -> list[Path]:
-    """The model files in a folder."""
+def installed(directory: Path, name: str | None = None) -> list[Path]:
+    """The model files in a folder, or only those of one model name (any quant)."""
     if not directory.is_dir():
         return []
-    return sorted(directory.glob("ggml-*.bin"))
+    paths = sorted(directory.glob("ggml-*.bin"))
+    if name is None:
+        return paths
+    # ggml-NAME-QUANT.bin: quant names have no '-', so the name is all before the last one.
+    return [p for p in paths if p.stem.rsplit("-", 1)[0] == f"ggml-{name}"]
