@@ -6,7 +6,10 @@ BIN := $(VENV)/bin
 STAMPS := .stamps
 MODEL ?= tiny.en
 QUANT ?= q5_1
-APT_PACKAGES := libsndfile1
+# libsndfile1: soundfile; libportaudio2: sounddevice; libsystemd-dev + pkg-config: systemd-python's
+# build; pulseaudio, pulseaudio-utils, libasound2-plugins: the virtual capture device of the tests and
+# the demo.
+APT_PACKAGES := libsndfile1 libportaudio2 libsystemd-dev pkg-config pulseaudio pulseaudio-utils libasound2-plugins
 SAMPLE := tests/data/speech/jfk/jfk.flac
 
 .PHONY: help test demo bench deps venv model clean
@@ -20,7 +23,7 @@ $(STAMPS)/apt:
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
 		echo "installing apt packages: $$missing"; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
 	@touch $@
 

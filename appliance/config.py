@@ -1,0 +1,338 @@
+"""The appliance's one config file (TOML) read into frozen dataclasses, checked key by key."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from .errors import ApplianceError
+
+DEFAULT_PATH = Path("/etc/meeting-appliance/config.toml")
+ENV_PATH = "MEETING_APPLIANCE_CONFIG"
+_MASK = "********"
+_ADDRESS = re.compile(r"^[^@\s<>()\[\],;:\"]+@[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?$")
+_DOMAIN = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?$")
+_LANGUAGE = re.compile(r"^[a-z]{2,3}$")
+
+
+class ConfigError(ApplianceError, ValueError):
+    """The config file is unreadable or a key in it has a value we do not accept."""
+
+
+def _spec(doc: str, **rules: Any) -> Any:
+    """A field's documentation and checks (choices, min, max, kind) kept beside its default."""
+    return {"doc": doc, **rules}
+
+
+def _field(default: Any, doc: str, **rules: Any) -> Any:
+    if isinstance(default, (list, tuple)):
+        return field(default_factory=lambda: tuple(default), metadata=_spec(doc, **rules))
+    return field(default=default, metadata=_spec(doc, **rules))
+
+
+@dataclass(frozen=True)
+class RoomConfig:
+    """The room the appliance stands in."""
+
+    name: str = _field("Meeting room", "Room name shown in the email.")
+    language: str = _field("en", "Spoken language (ISO 639-1), or \"auto\" to detect per meeting.",
+                           kind="language")
+    default_participants: tuple[str, ...] = _field((), "Who gets the transcript when neither "
+                                                   "`start --to` nor the calendar names anyone.",
+                                                   kind="addresses")
+    calendar: str = _field("", "iCalendar file path or http(s) URL on the LAN; empty for none.")
+    timezone: str = _field("", "IANA time zone for dates in the email; empty for the system's.")
+
+
+@dataclass(frozen=True)
+class AudioConfig:
+    """The microphone."""
+
+    device: str = _field("", "Capture device name (or part of it) or index; empty for the "
+                         "system default.")
+    retry_max_s: float = _field(30.0, "Longest wait between attempts to reopen a lost "
+                                "microphone, seconds.", min=1.0, max=600.0)
+
+
+@dataclass(frozen=True)
+class VadConfig:
+    """The voice-activity detector that cuts audio into speech segments."""
+
+    aggressiveness: int = _field(2, "webrtcvad aggressiveness, 0 (keeps most) to 3 (drops most).",
+                                 min=0, max=3)
+    pre_roll_ms: int = _field(300, "Audio kept before speech starts, milliseconds.",
+                              min=0, max=2000)
+    hangover_ms: int = _field(450, "Audio kept after speech stops, milliseconds.",
+                              min=0, max=3000)
+    min_silence_ms: int = _field(900, "Silence that ends a segment, milliseconds.",
+                                 min=90, max=10000)
+    max_segment_s: float = _field(28.0, "Longest segment, seconds (Whisper hears 30 s).",
+                                  min=5.0, max=30.0)
+
+
+@dataclass(frozen=True)
+class TranscriberConfig:
+    """The whisper.cpp engine."""
+
+    model: str = _field("tiny.en", "Model name (installed with `appliance models install`), "
+                        "NAME-QUANT, or a path to a ggml .bin file.")
+    quant: str = _field("q5_1", "Quantization used when `model` is a bare name.")
+    models_dir: str = _field("", "Folder of installed models; empty for the default "
+                             "(/var/lib/meeting-appliance/models).")
+    workers: int = _field(1, "Decoding workers fed from one queue.", min=1, max=8)
+    threads: int = _field(2, "Threads per worker.", min=1, max=64)
+    queue_segments: int = _field(8, "Segments waiting in memory before the rest wait on disk.",
+                                 min=1, max=1000)
+
+
+@dataclass(frozen=True)
+class SmtpConfig:
+    """The mail server transcripts go out through; no host means a local Maildir."""
+
+    host: str = _field("", "SMTP server; empty to deliver into state_dir/maildir instead.")
+    port: int = _field(587, "SMTP port.", min=1, max=65535)
+    security: str = _field("starttls", "Connection security.", choices=("starttls", "tls", "none"))
+    username: str = _field("", "AUTH user name; empty for no AUTH.")
+    password_file: str = _field("", "File holding the AUTH password (or a systemd credential "
+                                "name under $CREDENTIALS_DIRECTORY).", secret=True)
+    from_: str = _field("meeting-appliance@localhost", "Sender address.", key="from",
+                        kind="address")
+    timeout_s: float = _field(60.0, "Deadline for one message, seconds.", min=1.0, max=3600.0)
+
+
+@dataclass(frozen=True)
+class DeliveryConfig:
+    """Who may receive transcripts and how long to keep trying."""
+
+    allowed_domains: tuple[str, ...] = _field((), "Only these recipient domains get mail; "
+                                              "empty allows all.", kind="domains")
+    give_up_days: float = _field(5.0, "Stop retrying a recipient after this many days.",
+                                 min=0.01, max=365.0)
+
+
+@dataclass(frozen=True)
+class StorageConfig:
+    """Where the appliance keeps its state and for how long."""
+
+    state_dir: str = _field("/var/lib/meeting-appliance", "Meetings database, audio spool, "
+                            "outbox and Maildir.")
+    keep_audio_days: float = _field(0.0, "Days to keep a meeting's audio after its transcript "
+                                    "is final.", min=0.0, max=3650.0)
+    keep_transcripts_days: float = _field(7.0, "Days to keep a transcript once everyone has it.",
+                                          min=0.0, max=3650.0)
+
+
+@dataclass(frozen=True)
+class ControlConfig:
+    """The local control socket the `appliance` commands talk to."""
+
+    socket: str = _field("/run/meeting-appliance/control.sock", "Unix socket path (mode 0660).")
+
+
+@dataclass(frozen=True)
+class ButtonConfig:
+    """The start/stop button and its LED (BCM pin numbers; -1 for none)."""
+
+    pin: int = _field(-1, "Button GPIO (BCM); -1 for no button.", min=-1, max=53)
+    led_pin: int = _field(-1, "LED GPIO (BCM); -1 for no LED.", min=-1, max=53)
+    hold_s: float = _field(3.0, "Holding the button this long cancels the meeting, seconds.",
+                           min=0.5, max=30.0)
+
+
+@dataclass(frozen=True)
+class Config:
+    """Every section of the config file."""
+
+    room: RoomConfig = field(default_factory=RoomConfig)
+    audio: AudioConfig = field(default_factory=AudioConfig)
+    vad: VadConfig = field(default_factory=VadConfig)
+    transcriber: TranscriberConfig = field(default_factory=TranscriberConfig)
+    smtp: SmtpConfig = field(default_factory=SmtpConfig)
+    delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
+    control: ControlConfig = field(default_factory=ControlConfig)
+    button: ButtonConfig = field(default_factory=ButtonConfig)
+    source: str = field(default="(defaults)", compare=False)
+
+    @property
+    def state_dir(self) -> Path:
+        """The state folder as a path."""
+        return Path(self.storage.state_dir)
+
+    @property
+    def database(self) -> Path:
+        """The SQLite file of meetings and the outbox."""
+        return self.state_dir / "appliance.db"
+
+    @property
+    def spool_dir(self) -> Path:
+        """Raw audio of meetings, one file per meeting."""
+        return self.state_dir / "spool"
+
+    @property
+    def maildir(self) -> Path:
+        """Local delivery target when no SMTP host is set."""
+        return self.state_dir / "maildir"
+
+    @property
+    def outbox_dir(self) -> Path:
+        """Rendered messages waiting for (or kept after) delivery."""
+        return self.state_dir / "outbox"
+
+    @property
+    def socket(self) -> Path:
+        """The control socket path."""
+        return Path(self.control.socket)
+
+    def to_toml(self, mask_secrets: bool = True) -> str:
+        """The effective config as TOML, secrets masked."""
+        lines: list[str] = []
+        for section in _sections():
+            lines.append(f"[{section.name}]")
+            value = getattr(self, section.name)
+            for item in dataclasses.fields(value):
+                shown = getattr(value, item.name)
+                if mask_secrets and item.metadata.get("secret") and shown:
+                    shown = _MASK
+                lines.append(f"{_key(item)} = {_toml_value(shown)}")
+            lines.append("")
+        return "\n".join(lines)
+
+
+def _sections() -> list[dataclasses.Field]:
+    return [f for f in dataclasses.fields(Config) if f.name != "source"]
+
+
+def _key(item: dataclasses.Field) -> str:
+    return item.metadata.get("key", item.name)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, tuple):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def default_path() -> Path:
+    """$MEETING_APPLIANCE_CONFIG when set, else /etc/meeting-appliance/config.toml."""
+    return Path(os.environ.get(ENV_PATH) or DEFAULT_PATH)
+
+
+def load(path: Path | None = None) -> Config:
+    """Read and check the config file; a missing file means every default."""
+    path = Path(path) if path is not None else default_path()
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return Config(source=f"{path} (missing: defaults)")
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read: {err.strerror or err}") from err
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {err.start})") from err
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"{path}: not valid TOML: {err}") from err
+    return parse(data, str(path))
+
+
+def parse(data: Mapping[str, Any], source: str = "config") -> Config:
+    """Check a parsed TOML document and build the Config; errors name source and key path."""
+    sections = {s.name: s for s in _sections()}
+    built: dict[str, Any] = {}
+    for name, table in data.items():
+        if name not in sections:
+            raise ConfigError(f"{source}: unknown section [{name}] "
+                              f"(known: {', '.join(sections)})")
+        if not isinstance(table, dict):
+            raise ConfigError(f"{source}: [{name}] must be a table, got {_shown(table)}")
+        built[name] = _section(sections[name].default_factory, table, f"{source}: {name}")
+    return Config(**built, source=source)
+
+
+def _section(cls: type, table: Mapping[str, Any], where: str) -> Any:
+    fields = {_key(f): f for f in dataclasses.fields(cls)}
+    values: dict[str, Any] = {}
+    for key, value in table.items():
+        item = fields.get(key)
+        if item is None:
+            raise ConfigError(f"{where}.{key}: unknown key (known: {', '.join(fields)})")
+        values[item.name] = _check(item, value, f"{where}.{key}")
+    return cls(**values)
+
+
+def _check(item: dataclasses.Field, value: Any, where: str) -> Any:
+    """One value against its field's type and rules; the cleaned value or ConfigError."""
+    rules = item.metadata
+    default = item.default if item.default is not dataclasses.MISSING else item.default_factory()
+    kind = rules.get("kind")
+    if isinstance(default, tuple):
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{where}: expected a list of strings, got {_shown(value)}")
+        cleaned = tuple(v.strip() for v in value)
+        for v in cleaned:
+            _check_text(v, kind, where)
+        return cleaned
+    if isinstance(default, bool) or isinstance(value, bool):
+        raise ConfigError(f"{where}: expected {_type_name(default)}, got {_shown(value)}")
+    if isinstance(default, int) and not isinstance(default, bool):
+        if not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer, got {_shown(value)}")
+    elif isinstance(default, float):
+        if not isinstance(value, (int, float)) or value != value:
+            raise ConfigError(f"{where}: expected a number, got {_shown(value)}")
+        value = float(value)
+    elif isinstance(default, str):
+        if item.name == "device" and isinstance(value, int):
+            value = str(value)  # a device may be given by index
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {_shown(value)}")
+        if "\x00" in value:
+            raise ConfigError(f"{where}: contains a NUL character")
+        _check_text(value, kind, where)
+    low, high = rules.get("min"), rules.get("max")
+    if low is not None and not low <= value <= high:
+        raise ConfigError(f"{where}: {value!r} is out of range ({low} to {high})")
+    choices = rules.get("choices")
+    if choices and value not in choices:
+        raise ConfigError(f"{where}: {value!r} is not one of {', '.join(choices)}")
+    return value
+
+
+def _check_text(value: str, kind: str | None, where: str) -> None:
+    if kind in ("address", "addresses") and not _ADDRESS.match(value):
+        raise ConfigError(f"{where}: {value!r} is not an email address")
+    if kind == "domains" and not _DOMAIN.match(value):
+        raise ConfigError(f"{where}: {value!r} is not a domain name")
+    if kind == "language" and value != "auto" and not _LANGUAGE.match(value):
+        raise ConfigError(f"{where}: {value!r} is not a language code like \"en\" or \"auto\"")
+
+
+def _type_name(default: Any) -> str:
+    return {int: "an integer", float: "a number", str: "a string"}.get(type(default), "a value")
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def describe() -> list[tuple[str, str, Any, str, dict[str, Any]]]:
+    """Every key as (section, key, default, doc, rules), for the reference and the example."""
+    rows = []
+    for section in _sections():
+        for item in dataclasses.fields(section.default_factory):
+            default = item.default if item.default is not dataclasses.MISSING \
+                else item.default_factory()
+            rules = {k: v for k, v in item.metadata.items() if k not in ("doc", "key")}
+            rows.append((section.name, _key(item), default, item.metadata["doc"], rules))
+    return rows
