@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from . import __version__
+from . import __version__, client
 from .errors import ApplianceError, UsageError
 from .models import catalog, ggml, install, store
 from .evaluate import evaluate, read_manifest
@@ -219,7 +219,19 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--language", help="only clips of this language")
     score.add_argument("--json", action="store_true", help="print JSON")
     score.set_defaults(func=_cmd_eval)
+    client.add_commands(commands)
+    _add_config_option(parser)
     return parser
+
+
+def _add_config_option(parser: argparse.ArgumentParser) -> None:
+    """Give every subcommand, at every depth, `--config PATH`."""
+    for action in parser._subparsers._group_actions if parser._subparsers else ():
+        for sub in action.choices.values():
+            if sub._subparsers is None:
+                sub.add_argument("--config", metavar="PATH", help="config file (default "
+                                 "$MEETING_APPLIANCE_CONFIG, else /etc/meeting-appliance/config.toml)")
+            _add_config_option(sub)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

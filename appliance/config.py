@@ -222,6 +222,11 @@ def _toml_value(value: Any) -> str:
     return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+def is_address(value: str) -> bool:
+    """A plain user@domain address, with nothing that could add a header or a second address."""
+    return bool(_ADDRESS.match(value))
+
+
 def default_path() -> Path:
     """$MEETING_APPLIANCE_CONFIG when set, else /etc/meeting-appliance/config.toml."""
     return Path(os.environ.get(ENV_PATH) or DEFAULT_PATH)

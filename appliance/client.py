@@ -1,0 +1,184 @@
+"""The daemon's subcommands: `run`, and `start`/`stop`/`status`/... over the control socket."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from . import config as config_file
+from .control import ControlError, request
+from .errors import UsageError
+from .transcript import FORMATS
+
+_WAIT_TIMEOUT_S = 3600.0  # `stop --wait` on a long backlog
+
+
+def _config(args: argparse.Namespace) -> config_file.Config:
+    return config_file.load(Path(args.config) if args.config else None)
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    config = _config(args)
+    if args.dump_config:
+        print(f"# effective config from {config.source}")
+        print(config.to_toml(), end="")
+        return 0
+    from .daemon import Daemon  # the engine and audio stack load only for the daemon
+    from .notify import setup_logging
+
+    setup_logging(logging.DEBUG if args.verbose else logging.INFO)
+    return asyncio.run(Daemon(config).run())
+
+
+def _cmd_start(args: argparse.Namespace) -> int:
+    config = _config(args)
+    bad = [a for a in args.to or () if not config_file.is_address(a)]
+    if bad:
+        raise UsageError(f"--to {bad[0]!r} is not an email address")
+    if args.realtime and not args.from_file:
+        raise UsageError("--realtime needs --from-file")
+    fields: dict[str, Any] = {"title": args.title, "to": args.to, "language": args.language}
+    if args.from_file:
+        path = Path(args.from_file).resolve()
+        if not path.is_file():
+            raise UsageError(f"{args.from_file}: no such file")
+        fields.update(from_file=str(path), realtime=args.realtime)
+    reply = request(config.socket, "start", **{k: v for k, v in fields.items() if v})
+    print(reply["meeting"]["id"])
+    return 0
+
+
+def _cmd_stop(args: argparse.Namespace) -> int:
+    reply = request(_config(args).socket, "stop", timeout_s=_WAIT_TIMEOUT_S if args.wait else 30.0,
+                    wait=args.wait)
+    print(reply["meeting"]["id"])
+    if args.wait and reply.get("delivered"):
+        for path in reply["delivered"]:
+            print(path)
+    return 0
+
+
+def _cmd_cancel(args: argparse.Namespace) -> int:
+    print(request(_config(args).socket, "cancel")["meeting"]["id"])
+    return 0
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    reply = request(_config(args).socket, "status")
+    if args.json:
+        print(json.dumps({k: v for k, v in reply.items() if k != "ok"}, indent=2))
+        return 0
+    meeting = reply.get("meeting")
+    print(f"state: {reply['state']}")
+    if meeting:
+        print(f"meeting: {meeting['id']} {meeting['title']} ({meeting['state']})")
+    if reply["state"] in ("recording", "finishing"):
+        print(f"elapsed: {_duration(reply['elapsed_s'])}, recorded {_duration(reply['audio_s'])}, "
+              f"not yet transcribed {reply['backlog_s']:.1f} s")
+    if reply.get("last_line"):
+        print(f"last line: {reply['last_line']}")
+    counts = reply.get("outbox") or {}
+    print("outbox: " + (", ".join(f"{k} {v}" for k, v in counts.items()) or "empty"))
+    for problem in reply.get("problems") or ():
+        print(f"problem: {problem}")
+    return 0
+
+
+def _local_db(config: config_file.Config):
+    """The state database read directly, for when the daemon is not running."""
+    from .store import Database
+
+    if not config.database.exists():
+        raise ControlError(f"the daemon is not running and {config.database} does not exist")
+    return Database(config.database)
+
+
+def _cmd_meetings(args: argparse.Namespace) -> int:
+    config = _config(args)
+    try:
+        meetings = request(config.socket, "meetings")["meetings"]
+    except ControlError as err:
+        if "not running" not in str(err):
+            raise
+        db = _local_db(config)
+        meetings = [m.to_json() for m in db.meetings()]
+        db.close()
+    if args.json:
+        print(json.dumps(meetings, indent=2))
+        return 0
+    for m in meetings:
+        started = datetime.datetime.fromtimestamp(m["started_at"]).strftime("%Y-%m-%d %H:%M")
+        print(f"{m['id']:>5}  {started}  {_duration(m['audio_s']):>8}  {m['state']:<10}  "
+              f"{m['title']}")
+    return 0
+
+
+def _cmd_show(args: argparse.Namespace) -> int:
+    config = _config(args)
+    try:
+        text = request(config.socket, "show", id=args.id, format=args.format)["text"]
+    except ControlError as err:
+        if "not running" not in str(err):
+            raise
+        from .transcript import render
+
+        db = _local_db(config)
+        if db.meeting(args.id) is None:
+            raise UsageError(f"no meeting {args.id}") from err
+        text = render(db.transcript(args.id), args.format)
+        db.close()
+    print(text, end="" if text.endswith("\n") else "\n")
+    return 0
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(seconds)
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+def add_commands(commands: Any) -> None:
+    """Register the daemon's subcommands on the top-level subparsers."""
+    run = commands.add_parser("run", help="run the recorder daemon (systemd starts this)")
+    run.add_argument("--dump-config", action="store_true",
+                     help="print the effective config (secrets masked) and exit")
+    run.add_argument("--verbose", action="store_true", help="log at debug level")
+    run.set_defaults(func=_cmd_run)
+
+    start = commands.add_parser("start", help="start a meeting; prints its id")
+    start.add_argument("--title", help="meeting title (default: room name and time)")
+    start.add_argument("--to", action="append", metavar="ADDR",
+                       help="send the transcript to ADDR (repeat for more; default: the room "
+                       "calendar's attendees, else [room] default_participants)")
+    start.add_argument("--language", help="spoken language code, or auto (default: [room] "
+                       "language)")
+    start.add_argument("--from-file", metavar="AUDIO", help="record from an audio file instead "
+                       "of the microphone (e.g. a phone recording)")
+    start.add_argument("--realtime", action="store_true", help="with --from-file: pace it like a "
+                       "live microphone")
+    start.set_defaults(func=_cmd_start)
+
+    stop = commands.add_parser("stop", help="stop the meeting; prints its id")
+    stop.add_argument("--wait", action="store_true", help="return once the transcript is final "
+                      "and delivery has been tried")
+    stop.set_defaults(func=_cmd_stop)
+
+    cancel = commands.add_parser("cancel", help="stop and discard the meeting (audio and text)")
+    cancel.set_defaults(func=_cmd_cancel)
+
+    status = commands.add_parser("status", help="what the daemon is doing")
+    status.add_argument("--json", action="store_true", help="print JSON")
+    status.set_defaults(func=_cmd_status)
+
+    meetings = commands.add_parser("meetings", help="list meetings")
+    meetings.add_argument("--json", action="store_true", help="print JSON")
+    meetings.set_defaults(func=_cmd_meetings)
+
+    show = commands.add_parser("show", help="print one meeting's transcript")
+    show.add_argument("id", type=int, help="meeting id (see `appliance meetings`)")
+    show.add_argument("--format", choices=FORMATS, default="txt", help="output format")
+    show.set_defaults(func=_cmd_show)
