@@ -12,9 +12,8 @@ from pathlib import Path
 from .errors import ApplianceError
 from .transcript import Gap, Segment, Transcript
 
-RECORDING, FINISHING, DELIVERING, DONE, CANCELLED = (
-    "recording", "finishing", "delivering", "done", "cancelled")
-STATES = (RECORDING, FINISHING, DELIVERING, DONE, CANCELLED)
+RECORDING, FINISHING, DELIVERING, DONE = "recording", "finishing", "delivering", "done"
+STATES = (RECORDING, FINISHING, DELIVERING, DONE)
 UNFINISHED = (RECORDING, FINISHING)
 
 _SCHEMA = """
@@ -201,7 +200,7 @@ class Database:
                             (meeting_id,))
 
     def delete(self, meeting_id: int) -> None:
-        """Remove a meeting entirely (a cancelled one)."""
+        """Remove a meeting entirely (a cancelled one is discarded, not kept)."""
         self.db.execute("DELETE FROM meetings WHERE id = ?", (meeting_id,))
 
 
