@@ -57,9 +57,6 @@ def _cmd_stop(args: argparse.Namespace) -> int:
     reply = request(_config(args).socket, "stop", timeout_s=_WAIT_TIMEOUT_S if args.wait else 30.0,
                     wait=args.wait)
     print(reply["meeting"]["id"])
-    if args.wait and reply.get("delivered"):
-        for path in reply["delivered"]:
-            print(path)
     return 0
 
 
@@ -94,7 +91,7 @@ def _local_db(config: config_file.Config):
     from .store import Database
 
     if not config.database.exists():
-        raise ControlError(f"the daemon is not running and {config.database} does not exist")
+        raise ControlError(f"{config.database} does not exist (no meeting recorded yet)")
     return Database(config.database)
 
 
@@ -133,6 +130,19 @@ def _cmd_show(args: argparse.Namespace) -> int:
         text = render(db.transcript(args.id), args.format)
         db.close()
     print(text, end="" if text.endswith("\n") else "\n")
+    return 0
+
+
+def _cmd_purge(args: argparse.Namespace) -> int:
+    from . import retention
+    from .outbox import Outbox
+
+    config = _config(args)
+    db = _local_db(config)
+    try:
+        print(retention.purge(db, config, Outbox(db, config)))
+    finally:
+        db.close()
     return 0
 
 
@@ -182,3 +192,7 @@ def add_commands(commands: Any) -> None:
     show.add_argument("id", type=int, help="meeting id (see `appliance meetings`)")
     show.add_argument("--format", choices=FORMATS, default="txt", help="output format")
     show.set_defaults(func=_cmd_show)
+
+    purge = commands.add_parser("purge", help="delete audio and transcripts past their keep time "
+                                "(the daemon also does this daily)")
+    purge.set_defaults(func=_cmd_purge)

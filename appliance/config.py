@@ -6,6 +6,7 @@ import dataclasses
 import os
 import re
 import tomllib
+import zoneinfo
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -46,7 +47,8 @@ class RoomConfig:
                                                    "`start --to` nor the calendar names anyone.",
                                                    kind="addresses")
     calendar: str = _field("", "iCalendar file path or http(s) URL on the LAN; empty for none.")
-    timezone: str = _field("", "IANA time zone for dates in the email; empty for the system's.")
+    timezone: str = _field("", "IANA time zone for dates in the email (e.g. Europe/Stockholm); "
+                           "empty for the system's.", kind="timezone")
 
 
 @dataclass(frozen=True)
@@ -318,8 +320,18 @@ def _check_text(value: str, kind: str | None, where: str) -> None:
         raise ConfigError(f"{where}: {value!r} is not an email address")
     if kind == "domains" and not _DOMAIN.match(value):
         raise ConfigError(f"{where}: {value!r} is not a domain name")
+    if kind == "timezone" and value and not _is_zone(value):
+        raise ConfigError(f"{where}: {value!r} is not an IANA time zone like \"Europe/Stockholm\"")
     if kind == "language" and value != "auto" and not _LANGUAGE.match(value):
         raise ConfigError(f"{where}: {value!r} is not a language code like \"en\" or \"auto\"")
+
+
+def _is_zone(name: str) -> bool:
+    try:
+        zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        return False
+    return True
 
 
 def _type_name(default: Any) -> str:

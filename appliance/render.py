@@ -6,6 +6,7 @@ import email.policy
 import logging
 import os
 import re
+import sys
 import traceback
 from dataclasses import dataclass
 from email.headerregistry import Address
@@ -28,7 +29,13 @@ _LOGGER = logging.getLogger(__name__)
 
 SUBJECT, BODY_TEXT, BODY_HTML = "subject.txt.j2", "body.txt.j2", "body.html.j2"
 TEMPLATE_NAMES = (SUBJECT, BODY_TEXT, BODY_HTML)
-BUILTIN_DIR = Path(__file__).resolve().parent.parent / "templates"
+def _builtin_dir() -> Path:
+    """templates/ of a source checkout, else the copy pip installed under the prefix."""
+    checkout = Path(__file__).resolve().parent.parent / "templates"
+    return checkout if checkout.is_dir() else Path(sys.prefix) / "share/meeting-appliance/templates"
+
+
+BUILTIN_DIR = _builtin_dir()
 DEFAULT_OVERRIDE_DIR = Path("/etc/meeting-appliance/templates")
 # (file name, transcript.render format, MIME subtype of text/*)
 ATTACHMENTS = (("transcript.txt", "txt", "plain"), ("transcript.srt", "srt", "plain"),
