@@ -123,7 +123,7 @@ def load(path: Path, max_duration_s: float = MAX_DURATION_S) -> np.ndarray:
     Every other problem is an AudioError whose message starts with the path.
     """
     path = Path(path)
-    _check_readable(path)
+    check_readable(path)
     try:
         sound = soundfile.SoundFile(path)
     except soundfile.SoundFileError as err:
@@ -140,7 +140,7 @@ def load(path: Path, max_duration_s: float = MAX_DURATION_S) -> np.ndarray:
         return _load_soundfile(path, sound, max_duration_s)
 
 
-def _check_readable(path: Path) -> None:
+def check_readable(path: Path) -> None:
     """Turn a missing, unreadable or empty file into one clear AudioError."""
     try:
         with path.open("rb") as handle:

@@ -1,0 +1,200 @@
+"""One meeting's audio path: source → spool → segmenter → transcriber → database, and recovery."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import AsyncIterator, Protocol, Sequence
+
+import numpy as np
+
+from . import spool as spool_file
+from .audio import FRAME_BYTES, SAMPLE_RATE, float_to_pcm16
+from .spool import Spool
+from .store import FINISHING, Database, Meeting
+from .transcribe import SEPARATOR_S, WINDOW_S
+from .transcript import Gap, Segment
+from .vad import Segmenter, SpeechSegment
+
+_LOGGER = logging.getLogger(__name__)
+
+_BYTES_PER_S = SAMPLE_RATE * 2
+# Recovery reads the spool back in blocks of this many seconds (about 1 MB of PCM16).
+_REPLAY_BLOCK_S = 30.0
+
+
+class Source(Protocol):
+    """Where a meeting's audio comes from: PCM16 16 kHz mono chunks, and gaps it could not hear."""
+
+    def stream(self) -> AsyncIterator[bytes | Gap]: ...
+
+    def stop(self) -> None: ...
+
+
+class Engine(Protocol):
+    """A blocking transcriber of speech segments (Transcriber, or a pool of workers)."""
+
+    def transcribe(self, segments: Sequence[SpeechSegment], language: str | None
+                   ) -> list[Segment]: ...
+
+
+@dataclass
+class _Pending:
+    """A speech segment waiting for the transcriber; samples None = read back from the spool."""
+
+    start_s: float
+    end_s: float
+    samples: np.ndarray | None
+
+
+class SpoolReplay:
+    """A Source that reads a meeting's spool back from a point, for recovery after a crash."""
+
+    def __init__(self, path: Path, start_s: float) -> None:
+        self.path = path
+        self.start_s = start_s
+        self._stopped = False
+
+    async def stream(self) -> AsyncIterator[bytes | Gap]:
+        """The spooled audio from start_s to its end."""
+        end_s = spool_file.duration_s(self.path)
+        position = self.start_s
+        while position < end_s and not self._stopped:
+            block_end = min(end_s, position + _REPLAY_BLOCK_S)
+            samples = await asyncio.to_thread(spool_file.read, self.path, position, block_end)
+            yield float_to_pcm16(samples)
+            position = block_end
+
+    def stop(self) -> None:
+        """End the replay early."""
+        self._stopped = True
+
+
+class Recording:
+    """Runs one meeting until its source ends and every segment is transcribed and stored."""
+
+    def __init__(self, meeting: Meeting, db: Database, source: Source, engine: Engine,
+                 segmenter: Segmenter, spool_path: Path, spool: Spool | None = None,
+                 offset_s: float = 0.0, queue_segments: int = 8) -> None:
+        self.meeting = meeting
+        self.db = db
+        self.source = source
+        self.engine = engine
+        self.segmenter = segmenter
+        self.spool_path = spool_path
+        self.spool = spool
+        self.offset_s = offset_s  # where in the meeting this source's first sample lies
+        self.queue_segments = queue_segments
+        self.language = None if meeting.language == "auto" else meeting.language
+        self.audio_s = offset_s
+        self.transcribed_s = offset_s
+        self.capturing = True
+        self._pending: deque[_Pending] = deque()
+        self._in_memory = 0
+        self._in_flight_s = 0.0
+        self._behind_logged = False
+        self._wake = asyncio.Event()
+
+    @property
+    def backlog_s(self) -> float:
+        """Seconds of recorded speech waiting for, or in, the transcriber."""
+        return self._in_flight_s + sum(p.end_s - p.start_s for p in self._pending)
+
+    def stop(self) -> None:
+        """End capture; what is recorded is still transcribed before run() returns."""
+        self.source.stop()
+
+    async def run(self) -> None:
+        """Capture and transcribe side by side; return when both are done."""
+        worker = asyncio.create_task(self._transcribe(), name=f"transcribe-{self.meeting.id}")
+        try:
+            await self._capture()
+            await worker
+        finally:
+            worker.cancel()
+
+    async def _capture(self) -> None:
+        buffer = bytearray()
+        try:
+            async for item in self.source.stream():
+                if isinstance(item, Gap):
+                    _LOGGER.info("meeting %d: gap %.1f-%.1f s (%s)", self.meeting.id,
+                                 item.start_s, item.end_s, item.reason)
+                    self.db.add_gap(self.meeting.id, item)
+                    continue
+                if self.spool is not None:
+                    self.spool.append(item)
+                self.audio_s += len(item) / _BYTES_PER_S
+                buffer += item
+                usable = len(buffer) - len(buffer) % FRAME_BYTES
+                for start in range(0, usable, FRAME_BYTES):
+                    for segment in self.segmenter.push(bytes(buffer[start:start + FRAME_BYTES])):
+                        self._queue(segment)
+                del buffer[:usable]
+            for segment in self.segmenter.flush():
+                self._queue(segment)
+        finally:
+            self.capturing = False
+            if self.spool is not None:
+                self.spool.close()
+            self.db.set_audio(self.meeting.id, self.audio_s)
+            self.db.set_state(self.meeting.id, FINISHING)
+            self._wake.set()
+
+    def _queue(self, segment: SpeechSegment) -> None:
+        """Hand a segment to the transcriber; past the memory bound, keep only its times."""
+        samples: np.ndarray | None = segment.samples
+        if self._in_memory >= self.queue_segments:
+            samples = None  # a full queue spools: the samples are read back from disk later
+            if not self._behind_logged:
+                _LOGGER.warning("meeting %d: transcription is behind; backlog kept on disk",
+                                self.meeting.id)
+                self._behind_logged = True
+        else:
+            self._in_memory += 1
+        self._pending.append(_Pending(segment.start_s + self.offset_s,
+                                      segment.end_s + self.offset_s, samples))
+        self._wake.set()
+
+    def _take_batch(self) -> list[_Pending]:
+        """The oldest pending segments that fit one 30 s window together."""
+        batch = [self._pending.popleft()]
+        used = batch[0].end_s - batch[0].start_s
+        while self._pending:
+            nxt = self._pending[0]
+            used += SEPARATOR_S + nxt.end_s - nxt.start_s
+            if used > WINDOW_S:
+                break
+            batch.append(self._pending.popleft())
+        return batch
+
+    def _load(self, item: _Pending) -> SpeechSegment:
+        samples = item.samples
+        if samples is None:
+            # Spool writes go straight to the OS, so the bytes are readable before any fsync.
+            samples = spool_file.read(self.spool_path, item.start_s, item.end_s)
+        else:
+            self._in_memory -= 1
+        return SpeechSegment(item.start_s, item.end_s, samples)
+
+    async def _transcribe(self) -> None:
+        while True:
+            if not self._pending:
+                if not self.capturing:
+                    return
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            batch = self._take_batch()
+            segments = [self._load(item) for item in batch]
+            self._in_flight_s = sum(s.duration_s for s in segments)
+            try:
+                texts = await asyncio.to_thread(self.engine.transcribe, segments, self.language)
+            finally:
+                self._in_flight_s = 0.0
+            # transcribed_s is committed with the text: recovery resumes exactly after it.
+            self.db.add_segments(self.meeting.id, texts, batch[-1].end_s)
+            self.transcribed_s = max(self.transcribed_s, batch[-1].end_s)
