@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Awaitable, Callable
 
-from .errors import ApplianceError
+from .errors import ApplianceError, UsageError
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -120,7 +120,8 @@ class ControlServer:
                 reply = {"ok": False, "error": "request must be one line of at most "
                          f"{MAX_REQUEST_BYTES} bytes"}
             except ApplianceError as err:
-                reply = {"ok": False, "error": str(err)}
+                # "usage": the request itself was wrong, so the client exits 2 as for a bad flag
+                reply = {"ok": False, "error": str(err), "usage": isinstance(err, ValueError)}
             except Exception as err:  # a bug must not take the daemon down with one request
                 _LOGGER.exception("control request failed")
                 reply = {"ok": False, "error": f"internal error: {type(err).__name__}: {err}"}
@@ -146,7 +147,8 @@ def _answers(path: Path) -> bool:
 
 
 def request(path: Path, command: str, timeout_s: float = 30.0, **args: Any) -> dict[str, Any]:
-    """Send one request to the daemon and return its reply; ControlError if it failed."""
+    """Send one request to the daemon and return its reply; UsageError if the daemon refused
+    the request as given, ControlError if it could not be reached or failed."""
     payload = json.dumps({"command": command, **args}).encode() + b"\n"
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
         conn.settimeout(timeout_s)
@@ -172,5 +174,6 @@ def request(path: Path, command: str, timeout_s: float = 30.0, **args: Any) -> d
     except json.JSONDecodeError as err:
         raise ControlError(f"the daemon's reply to {command!r} was cut off") from err
     if not reply.get("ok"):
-        raise ControlError(reply.get("error") or "request failed")
+        error = UsageError if reply.get("usage") else ControlError
+        raise error(reply.get("error") or "request failed")
     return reply

@@ -102,11 +102,11 @@ def test_server_answers_and_reports_errors(tmp_path):
         assert stat.S_IMODE(os.stat(path).st_mode) == 0o660
         reply = request(path, "show", id=3, format="txt")
         assert reply == {"ok": True, "command": "show", "args": {"id": 3, "format": "txt"}}
-        with pytest.raises(ControlError, match="no meeting is recording"):
+        with pytest.raises(UsageError, match="no meeting is recording"):
             request(path, "stop")
         with pytest.raises(ControlError, match="internal error: RuntimeError: boom"):
             request(path, "cancel")  # a handler bug is answered, and the server goes on
-        with pytest.raises(ControlError, match="unknown command"):
+        with pytest.raises(UsageError, match="unknown command"):
             request(path, "reboot")
         assert request(path, "status")["ok"]
     finally:
