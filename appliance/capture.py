@@ -167,11 +167,12 @@ class MicrophoneSource:
                 # PortAudio's thread: copy and hand over, nothing else.
                 loop.call_soon_threadsafe(queue.put_nowait, (indata.copy(), bool(status)))
 
+            def finished() -> None:
+                loop.call_soon_threadsafe(queue.put_nowait, None)
+
             stream = sd.InputStream(device=index, samplerate=rate, channels=channels,
                                     dtype="float32", blocksize=int(rate * _BLOCK_S),
-                                    callback=callback,
-                                    finished_callback=lambda: loop.call_soon_threadsafe(
-                                        queue.put_nowait, None))
+                                    callback=callback, finished_callback=finished)
             stream.start()
         except (sd.PortAudioError, ValueError, OSError) as err:
             raise _DeviceFault(str(err).splitlines()[0] or type(err).__name__) from err
