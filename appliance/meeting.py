@@ -22,6 +22,9 @@ from .vad import Segmenter, SpeechSegment
 _LOGGER = logging.getLogger(__name__)
 
 _BYTES_PER_S = SAMPLE_RATE * 2
+# Speech waits at most this long (in recorded seconds) for its window to fill before it is
+# transcribed anyway, so `status` never lags far behind a slow conversation.
+MAX_WAIT_S = 60.0
 # Recovery reads the spool back in blocks of this many seconds (about 1 MB of PCM16).
 _REPLAY_BLOCK_S = 30.0
 
@@ -134,6 +137,8 @@ class Recording:
                     for segment in self.segmenter.push(bytes(buffer[start:start + FRAME_BYTES])):
                         self._queue(segment)
                 del buffer[:usable]
+                if self._pending:
+                    self._wake.set()  # the worker checks whether the oldest has waited enough
             for segment in self.segmenter.flush():
                 self._queue(segment)
         finally:
@@ -159,17 +164,25 @@ class Recording:
                                       segment.end_s + self.offset_s, samples))
         self._wake.set()
 
-    def _take_batch(self) -> list[_Pending]:
-        """The oldest pending segments that fit one 30 s window together."""
-        batch = [self._pending.popleft()]
-        used = batch[0].end_s - batch[0].start_s
-        while self._pending:
-            nxt = self._pending[0]
-            used += SEPARATOR_S + nxt.end_s - nxt.start_s
+    def _window_size(self) -> int:
+        """How many of the oldest pending segments fit one 30 s window together."""
+        used = -SEPARATOR_S
+        for count, item in enumerate(self._pending):
+            used += SEPARATOR_S + item.end_s - item.start_s
             if used > WINDOW_S:
-                break
-            batch.append(self._pending.popleft())
-        return batch
+                return max(1, count)
+        return len(self._pending)
+
+    def _ready(self) -> bool:
+        """A window is ready when full (a later segment would not fit), when capture has
+        ended, or when its oldest speech has waited MAX_WAIT_S; windows packed as full as the
+        file pipeline packs them score as well as it does (27.7 % WER one segment per window
+        against 25.2 % packed, on the dev meeting)."""
+        if not self._pending:
+            return False
+        if not self.capturing or self._window_size() < len(self._pending):
+            return True
+        return self.audio_s - self._pending[0].end_s >= MAX_WAIT_S
 
     def _load(self, item: _Pending) -> SpeechSegment:
         samples = item.samples
@@ -182,13 +195,13 @@ class Recording:
 
     async def _transcribe(self) -> None:
         while True:
-            if not self._pending:
-                if not self.capturing:
+            if not self._ready():
+                if not self.capturing and not self._pending:
                     return
                 self._wake.clear()
                 await self._wake.wait()
                 continue
-            batch = self._take_batch()
+            batch = [self._pending.popleft() for _ in range(self._window_size())]
             segments = [self._load(item) for item in batch]
             self._in_flight_s = sum(s.duration_s for s in segments)
             try:

