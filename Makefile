@@ -10,13 +10,15 @@ QUANT ?= q5_1
 # build; pulseaudio, pulseaudio-utils, libasound2-plugins: the virtual capture device of the tests and
 # the demo.
 APT_PACKAGES := libsndfile1 libportaudio2 libsystemd-dev pkg-config pulseaudio pulseaudio-utils libasound2-plugins
-SAMPLE := tests/data/speech/jfk/jfk.flac
 
 .PHONY: help test demo bench deps venv model clean
 help:
 	@echo "make test   set everything up and run the test suite"
-	@echo "make demo   set everything up and transcribe a bundled sample with the default model"
+	@echo "make demo   set everything up, play a recorded meeting into the running appliance on a"
+	@echo "            virtual microphone, and print the path of the delivered email last"
 	@echo "make bench  set everything up and write docs/benchmarks.md"
+	@echo "make install    install the service on this machine (root; DESTDIR= stages it instead)"
+	@echo "make uninstall  remove it again, keeping config and state (PURGE=1: those too)"
 
 $(STAMPS)/apt:
 	@mkdir -p $(STAMPS)
@@ -44,10 +46,20 @@ test: model
 	$(BIN)/python -m pytest
 
 demo: model
-	$(BIN)/appliance transcribe --model $(MODEL) $(SAMPLE)
+	rm -rf .demo
+	$(BIN)/python -m appliance.demo --workdir .demo
 
 bench: model
 	$(BIN)/python -m benchmarks.run --output docs/benchmarks.md
 
 clean:
-	rm -rf $(VENV) $(STAMPS) models/*.bin models/*.json
+	rm -rf $(VENV) $(STAMPS) .demo models/*.bin models/*.json
+
+# The appliance as a systemd service: deploy/install.sh and deploy/uninstall.sh read DESTDIR,
+# PREFIX, APT, BUILD_WHISPER, GPIO, SYSTEMD, PURGE (see their headers) from the command line.
+.PHONY: install uninstall
+install:
+	MODEL='$(MODEL)' QUANT='$(QUANT)' PYTHON='$(PYTHON)' ./deploy/install.sh
+
+uninstall:
+	./deploy/uninstall.sh

@@ -25,11 +25,11 @@ _FIRST_RETRY_S = 0.5
 
 
 class FileSource:
-    """An audio file read in blocks, optionally paced like a live microphone."""
+    """An audio file read in blocks, as fast as it is taken or paced like a live microphone."""
 
-    def __init__(self, path: Path, realtime: bool = False) -> None:
+    def __init__(self, path: Path, speed: float = 0.0) -> None:
         self.path = Path(path)
-        self.realtime = realtime
+        self.speed = speed  # 0: as fast as the consumer takes it; 1: real time; 8: 8x real time
         self._stopped = False
         check_readable(self.path)
         try:
@@ -46,7 +46,7 @@ class FileSource:
         self._stopped = True
 
     async def stream(self) -> AsyncIterator[bytes | Gap]:
-        """PCM16 16 kHz mono blocks; paced by the wall clock when realtime."""
+        """PCM16 16 kHz mono blocks; paced by the wall clock when speed is set."""
         blocks = self._soundfile_blocks() if self._soundfile else self._ffmpeg_blocks()
         started = time.monotonic()
         sent_s = 0.0
@@ -55,8 +55,8 @@ class FileSource:
                 break
             yield pcm
             sent_s += len(pcm) / (2 * SAMPLE_RATE)
-            if self.realtime:
-                await asyncio.sleep(max(0.0, started + sent_s - time.monotonic()))
+            if self.speed > 0:
+                await asyncio.sleep(max(0.0, started + sent_s / self.speed - time.monotonic()))
             else:
                 await asyncio.sleep(0)  # let the transcriber and the socket run between blocks
 

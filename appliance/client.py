@@ -40,14 +40,15 @@ def _cmd_start(args: argparse.Namespace) -> int:
     bad = [a for a in args.to or () if not config_file.is_address(a)]
     if bad:
         raise UsageError(f"--to {bad[0]!r} is not an email address")
-    if args.realtime and not args.from_file:
-        raise UsageError("--realtime needs --from-file")
+    speed = 1.0 if args.realtime else args.speed
+    if speed and not args.from_file:
+        raise UsageError("--realtime and --speed need --from-file")
     fields: dict[str, Any] = {"title": args.title, "to": args.to, "language": args.language}
     if args.from_file:
         path = Path(args.from_file).resolve()
         if not path.is_file():
             raise UsageError(f"{args.from_file}: no such file")
-        fields.update(from_file=str(path), realtime=args.realtime)
+        fields.update(from_file=str(path), speed=speed)
     reply = request(config.socket, "start", **{k: v for k, v in fields.items() if v})
     print(reply["meeting"]["id"])
     return 0
@@ -168,8 +169,11 @@ def add_commands(commands: Any) -> None:
                        "language)")
     start.add_argument("--from-file", metavar="AUDIO", help="record from an audio file instead "
                        "of the microphone (e.g. a phone recording)")
-    start.add_argument("--realtime", action="store_true", help="with --from-file: pace it like a "
-                       "live microphone")
+    pace = start.add_mutually_exclusive_group()
+    pace.add_argument("--realtime", action="store_true", help="with --from-file: pace it like a "
+                      "live microphone")
+    pace.add_argument("--speed", type=float, default=0.0, metavar="X", help="with --from-file: "
+                      "pace it at X times real time (default: as fast as it is transcribed)")
     start.set_defaults(func=_cmd_start)
 
     stop = commands.add_parser("stop", help="stop the meeting; prints its id")

@@ -22,7 +22,7 @@ SOCKET_MODE = 0o660
 
 # Each command's arguments and their types; anything else in a request is refused.
 COMMANDS: dict[str, dict[str, type | tuple[type, ...]]] = {
-    "start": {"title": str, "to": list, "language": str, "from_file": str, "realtime": bool},
+    "start": {"title": str, "to": list, "language": str, "from_file": str, "speed": float},
     "stop": {"wait": bool},
     "cancel": {},
     "status": {},
@@ -65,8 +65,9 @@ def parse_request(line: bytes) -> Request:
         kind = allowed.get(key)
         if kind is None:
             raise ProtocolError(f"{command}: unknown argument {key[:40]!r}")
-        if value is not None and (not isinstance(value, kind) or
-                                  (kind is int and isinstance(value, bool))):
+        accepted = (int, float) if kind is float else kind  # JSON has one number type
+        if value is not None and (not isinstance(value, accepted) or isinstance(value, bool)
+                                  and kind is not bool):
             raise ProtocolError(f"{command}: {key} must be {kind.__name__}")
         if kind is list and value and not all(isinstance(v, str) for v in value):
             raise ProtocolError(f"{command}: {key} must be a list of strings")

@@ -134,14 +134,16 @@ class Daemon:
     # --- meetings -----------------------------------------------------------------------
 
     def start_meeting(self, title: str = "", to: tuple[str, ...] = (), language: str = "",
-                      from_file: str = "", realtime: bool = False) -> Meeting:
+                      from_file: str = "", speed: float = 0.0) -> Meeting:
         """Start recording; UsageError if a meeting is already running or an argument is bad."""
         if self.current is not None:
             raise UsageError(f"meeting {self.current.meeting.id} is already recording; "
                              "stop it first")
         language = language or self.config.room.language
         if from_file:
-            source: Any = FileSource(Path(from_file), realtime=realtime)
+            if not 0 <= speed <= 1000:
+                raise UsageError(f"speed {speed:g} is out of range (0 to 1000)")
+            source: Any = FileSource(Path(from_file), speed=speed)
             origin = str(from_file)
         else:
             source = MicrophoneSource(self.config.audio.device, self.config.audio.retry_max_s)
@@ -325,7 +327,7 @@ class Daemon:
         if request.command == "start":
             meeting = self.start_meeting(args.get("title", ""), tuple(args.get("to", ())),
                                          args.get("language", ""), args.get("from_file", ""),
-                                         args.get("realtime", False))
+                                         args.get("speed", 0.0))
             return {"meeting": meeting.to_json()}
         if request.command == "stop":
             return {"meeting": (await self.stop_meeting(args.get("wait", False))).to_json()}

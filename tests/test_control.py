@@ -20,8 +20,9 @@ from appliance.errors import UsageError
 
 @pytest.mark.parametrize("line, command, args", [
     (b'{"command": "status"}\n', "status", {}),
-    (b'{"command": "start", "title": "Q3", "to": ["a@b.se"], "realtime": true}', "start",
-     {"title": "Q3", "to": ["a@b.se"], "realtime": True}),
+    (b'{"command": "start", "title": "Q3", "to": ["a@b.se"], "speed": 1}', "start",
+     {"title": "Q3", "to": ["a@b.se"], "speed": 1}),
+    (b'{"command": "stop", "wait": true}', "stop", {"wait": True}),
     (b'{"command": "show", "id": 4, "format": "srt"}', "show", {"id": 4, "format": "srt"}),
     (b'{"command": "stop", "wait": null}', "stop", {}),
 ])
@@ -38,6 +39,9 @@ def test_parse_accepts(line, command, args):
     (b'{"command": "start", "title": 5}', "title must be str"),
     (b'{"command": "start", "to": ["a@b.se", 3]}', "list of strings"),
     (b'{"command": "show", "id": true}', "id must be int"),
+    (b'{"command": "start", "speed": "fast"}', "speed must be float"),
+    (b'{"command": "start", "speed": false}', "speed must be float"),
+    (b'{"command": "stop", "wait": 1}', "wait must be bool"),
     (b'{"command": "show", "id": 1, "x": 1}', "unknown argument 'x'"),
     (b'{"command": "start", "title": "a\\u0000b"}', "NUL"),
     (b"[" * 100000, "longer than"),

@@ -1,0 +1,184 @@
+"""The daemon over a one-hour meeting: peak RSS, CPU share while recording, stop to final.
+
+Runs `appliance run` as its own process on the default model, records a one-hour file (the dev
+meeting eleven times over) paced at --speed times real time, stops at the hour, and writes a
+"Daemon" section into the benchmark report (replacing an earlier one).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import soundfile
+
+from appliance import audio
+
+from .machine import describe
+
+_ROOT = Path(__file__).resolve().parent.parent
+MEETING = _ROOT / "tests" / "data" / "meetings" / "dev-meeting-01.flac"
+_APPLIANCE = [sys.executable, "-m", "appliance"]
+_MARK_START = "<!-- daemon benchmark: start -->"
+_MARK_END = "<!-- daemon benchmark: end -->"
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _say(text: str) -> None:
+    print(f"bench daemon: {text}", file=sys.stderr, flush=True)
+
+
+def _hour_file(directory: Path, minutes: float) -> Path:
+    """The dev meeting repeated to the given length, as 16 kHz PCM16 WAV."""
+    one = audio.load(MEETING)
+    repeats = int(np.ceil(minutes * 60 * 16000 / one.size))
+    path = directory / "meeting-hour.wav"
+    with soundfile.SoundFile(path, "w", 16000, 1, "PCM_16") as out:
+        for _ in range(repeats):
+            out.write(one)
+    return path
+
+
+def _proc(pid: int) -> tuple[int, int, float]:
+    """(VmRSS kB, VmHWM kB, CPU seconds) of a process."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    fields = {line.split(":")[0]: line.split()[1] for line in status.splitlines()
+              if line.startswith(("VmRSS", "VmHWM"))}
+    stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    cpu_s = (int(stat[11]) + int(stat[12])) / _TICKS
+    return int(fields["VmRSS"]), int(fields["VmHWM"]), cpu_s
+
+
+def _cli(config: Path, *args: str) -> str:
+    return subprocess.run([*_APPLIANCE, *args, "--config", str(config)], check=True,
+                          capture_output=True, text=True, timeout=3600).stdout
+
+
+def measure(minutes: float, speed: float, threads: int, scratch: Path) -> dict:
+    """Run the daemon through one meeting and return what was measured."""
+    wav = _hour_file(scratch, minutes)
+    length_s = soundfile.info(str(wav)).duration
+    config = scratch / "config.toml"
+    config.write_text(f'[storage]\nstate_dir = "{scratch / "state"}"\n[control]\nsocket = '
+                      f'"{scratch / "control.sock"}"\n[transcriber]\nthreads = {threads}\n')
+    log = open(scratch / "daemon.log", "wb")
+    daemon = subprocess.Popen([*_APPLIANCE, "run", "--config", str(config)], stdout=log,
+                              stderr=log)
+    try:
+        while subprocess.run([*_APPLIANCE, "status", "--config", str(config)],
+                             capture_output=True).returncode:
+            if daemon.poll() is not None:
+                raise SystemExit((scratch / "daemon.log").read_text())
+            time.sleep(0.3)
+        idle_rss, _, cpu_before = _proc(daemon.pid)
+        _cli(config, "start", "--from-file", str(wav), "--speed", str(speed), "--to",
+             "bench@example.com")
+        started = time.monotonic()
+        stop_at_s = min(length_s, minutes * 60) - 1.0
+        backlog_max = 0.0
+        said = started
+        while True:
+            status = json.loads(_cli(config, "status", "--json"))
+            backlog_max = max(backlog_max, status["backlog_s"])
+            if status["audio_s"] >= stop_at_s or status["state"] != "recording":
+                break
+            if time.monotonic() - said >= 30:
+                said = time.monotonic()
+                _say(f"{status['audio_s'] / 60:.0f} min recorded, backlog {status['backlog_s']} s")
+            time.sleep(1.0)
+        recorded_wall_s = time.monotonic() - started
+        _, _, cpu_recording = _proc(daemon.pid)
+        stopping = time.monotonic()
+        _cli(config, "stop", "--wait")
+        stop_to_final_s = time.monotonic() - stopping
+        _, peak_kb, _ = _proc(daemon.pid)
+        meetings = json.loads(_cli(config, "meetings", "--json"))
+        daemon.terminate()
+        daemon.wait(120)
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+        log.close()
+    audio_s = meetings[-1]["audio_s"]
+    cpu_s = cpu_recording - cpu_before
+    return {
+        "audio_s": round(audio_s, 1),
+        "speed": speed,
+        "threads": threads,
+        "recorded_wall_s": round(recorded_wall_s, 1),
+        "idle_rss_mb": round(idle_rss / 1024, 1),
+        "peak_rss_mb": round(peak_kb / 1024, 1),
+        "backlog_max_s": backlog_max,
+        "cpu_s_recording": round(cpu_s, 1),
+        "cpu_share_of_one_core_at_1x": round(cpu_s / audio_s, 4),
+        "stop_to_final_s": round(stop_to_final_s, 2),
+        "state": meetings[-1]["state"],
+    }
+
+
+def render(result: dict, machine: dict, command: str) -> str:
+    """The report section."""
+    share = result["cpu_share_of_one_core_at_1x"]
+    return "\n".join([
+        _MARK_START,
+        "## Daemon: a one-hour meeting",
+        "",
+        f"`{command}` on {machine.get('cpu', 'this machine')}, {machine.get('cores', '?')} "
+        f"cores: `appliance run` as its own process, default model (tiny.en q5_1, "
+        f"{result['threads']} threads), {result['audio_s'] / 60:.1f} min of meeting audio "
+        f"(the dev meeting repeated) fed with `appliance start --from-file --speed "
+        f"{result['speed']:g}` (paced at {result['speed']:g}x real time), stopped with "
+        "`appliance stop --wait` at the hour.",
+        "",
+        "| measure | value | target |",
+        "|---|---|---|",
+        f"| peak RSS of the daemon (VmHWM) | {result['peak_rss_mb']} MB | ≤ 200 MB |",
+        f"| RSS when idle, model loaded | {result['idle_rss_mb']} MB | |",
+        f"| `stop` to final transcript (and delivered to the Maildir) | "
+        f"{result['stop_to_final_s']} s | ≤ 5 s |",
+        f"| CPU while recording, per second of audio | {share:.3f} s ({100 * share:.1f} % of "
+        f"one core, {50 * share:.1f} % of two, at real time) | |",
+        f"| largest transcription backlog seen | {result['backlog_max_s']} s | |",
+        f"| wall time for the hour at {result['speed']:g}x | {result['recorded_wall_s']} s | |",
+        "",
+        _MARK_END,
+    ])
+
+
+def _replace_section(document: str, section: str) -> str:
+    if _MARK_START in document and _MARK_END in document:
+        head, rest = document.split(_MARK_START, 1)
+        return head + section + rest.split(_MARK_END, 1)[1]
+    return document.rstrip("\n") + "\n\n" + section + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse arguments, measure, write the section."""
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.daemon", description=__doc__)
+    parser.add_argument("--output", type=Path, default=Path("docs/benchmarks.md"))
+    parser.add_argument("--minutes", type=float, default=60.0, help="meeting length")
+    parser.add_argument("--speed", type=float, default=16.0, help="pace, times real time")
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="bench-daemon-") as scratch:
+        result = measure(args.minutes, args.speed, args.threads, Path(scratch))
+    _say(json.dumps(result))
+    machine = describe(_ROOT)
+    command = shlex.join(["python", "-m", "benchmarks.daemon",
+                          *(argv if argv is not None else sys.argv[1:])])
+    document = args.output.read_text() if args.output.exists() else "# Benchmarks\n"
+    args.output.write_text(_replace_section(document, render(result, machine, command)))
+    _say(f"wrote the daemon section of {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
