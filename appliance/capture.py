@@ -97,9 +97,10 @@ class FileSource:
 class MicrophoneSource:
     """A PortAudio input device; faults become gaps and retries, never an exception."""
 
-    def __init__(self, device: str = "", retry_max_s: float = 30.0) -> None:
+    def __init__(self, device: str = "", retry_max_s: float = 30.0, samplerate: int = 0) -> None:
         self.device = device
         self.retry_max_s = retry_max_s
+        self.samplerate = samplerate  # 0: the device's default rate
         self._stopped = asyncio.Event()
         self._queue: asyncio.Queue = asyncio.Queue()
         self._overflows = 0
@@ -159,7 +160,7 @@ class MicrophoneSource:
             _reinitialize(sd)
             index = find_device(sd, self.device)
             info = sd.query_devices(index)
-            rate = int(info["default_samplerate"])
+            rate = self.samplerate or int(info["default_samplerate"])
             channels = min(2, int(info["max_input_channels"]))
             queue = self._queue = asyncio.Queue()
 

@@ -57,6 +57,9 @@ class AudioConfig:
 
     device: str = _field("", "Capture device name (or part of it) or index; empty for the "
                          "system default.")
+    samplerate: int = _field(0, "Rate to open the device at, Hz; 0 for its default rate. 16000 "
+                             "skips a resampling step where the device or sound server "
+                             "converts well (PulseAudio, PipeWire).", min=0, max=192000)
     retry_max_s: float = _field(30.0, "Longest wait between attempts to reopen a lost "
                                 "microphone, seconds.", min=1.0, max=600.0)
 

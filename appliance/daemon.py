@@ -146,7 +146,8 @@ class Daemon:
             source: Any = FileSource(Path(from_file), speed=speed)
             origin = str(from_file)
         else:
-            source = MicrophoneSource(self.config.audio.device, self.config.audio.retry_max_s)
+            source = MicrophoneSource(self.config.audio.device, self.config.audio.retry_max_s,
+                                      self.config.audio.samplerate)
             origin = "microphone"
         started = time.time()
         meeting = self.db.create(title.strip() or self._default_title(started), language,

@@ -58,8 +58,10 @@ def run(audio: Path, workdir: Path) -> Path:
     state = workdir / "state"
     config = workdir / "config.toml"
     workdir.mkdir(parents=True, exist_ok=True)
+    # The null sink runs at 16 kHz: opening the device at 16 kHz too makes the capture exact.
     config.write_text(f'[storage]\nstate_dir = "{state}"\n[control]\nsocket = '
-                      f'"{workdir / "control.sock"}"\n[audio]\ndevice = "{DEVICE}"\n')
+                      f'"{workdir / "control.sock"}"\n[audio]\ndevice = "{DEVICE}"\n'
+                      'samplerate = 16000\n')
     with VirtualMicrophone(workdir / "pulse") as microphone:
         appliance = _Appliance(config, microphone.env)
         log = workdir / "daemon.log"

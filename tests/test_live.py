@@ -28,7 +28,7 @@ def test_live_meeting_through_a_capture_device(tmp_path, tiny_en_installed):
 
     with VirtualMicrophone(tmp_path / "pulse") as microphone:
         daemon = Daemon(tmp_path, f'[transcriber]\nmodels_dir = "{model.parent}"\n'
-                        f'[audio]\ndevice = "{DEVICE}"\n', env=microphone.env)
+                        f'[audio]\ndevice = "{DEVICE}"\nsamplerate = 16000\n', env=microphone.env)
         try:
             daemon.start()
             meeting_id = int(daemon.cli("start", "--to", "anna@example.com").stdout)
