@@ -8,8 +8,8 @@ MODEL ?= tiny.en
 QUANT ?= q5_1
 # libsndfile1: soundfile; libportaudio2: sounddevice; libsystemd-dev + pkg-config: systemd-python's
 # build; pulseaudio, pulseaudio-utils, libasound2-plugins: the virtual capture device of the tests and
-# the demo.
-APT_PACKAGES := libsndfile1 libportaudio2 libsystemd-dev pkg-config pulseaudio pulseaudio-utils libasound2-plugins
+# the demo; systemd: systemd-analyze for the unit's tests.
+APT_PACKAGES := systemd libsndfile1 libportaudio2 libsystemd-dev pkg-config pulseaudio pulseaudio-utils libasound2-plugins
 
 .PHONY: help test demo bench deps venv model clean
 help:

@@ -5,16 +5,18 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Sequence
 
-from . import __version__, client
+from . import __version__, checks, client
 from .errors import ApplianceError, UsageError
 from .models import catalog, ggml, install, store
 from .evaluate import evaluate, read_manifest
 from .progress import ProgressLine
 from .transcribe import DecodeOptions, Transcriber
-from .transcript import FORMATS, render
+from .transcript import FORMATS, Transcript, render
+from .workers import TranscriberPool
 from .vad import Segmenter
 
 
@@ -92,26 +94,42 @@ def _cmd_models_verify(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def _transcriber(args: argparse.Namespace) -> Transcriber:
+def _transcriber(args: argparse.Namespace) -> Transcriber | TranscriberPool:
     path = store.resolve(args.model, _models_dir(args), catalog.DEFAULT_QUANT)
-    return Transcriber(path, DecodeOptions(threads=args.threads, language=args.language))
+    options = DecodeOptions(threads=args.threads, language=args.language)
+    workers = getattr(args, "workers", 1)
+    if workers < 1:
+        raise UsageError(f"--workers must be 1 or more, not {workers}")
+    if workers > 1:
+        return TranscriberPool(path, options, workers=workers)
+    return Transcriber(path, options)
 
 
 def _cmd_transcribe(args: argparse.Namespace) -> int:
     output = Path(args.output) if args.output else None
-    segmenter = Segmenter(aggressiveness=args.vad_aggressiveness)
+    paths = [Path(a) for a in args.audio]
+    # With --workers N, N files are transcribed side by side (and a long file's windows spread
+    # over the workers); results still come out in the order given. A progress bar needs
+    # one file at a time.
+    side_by_side = args.workers > 1 and len(paths) > 1
     failed = 0
-    with _transcriber(args) as transcriber:
-        for path in map(Path, args.audio):
-            progress = ProgressLine()
+    with _transcriber(args) as transcriber, ThreadPoolExecutor(args.workers) as files:
 
+        def transcribe(path: Path, progress: ProgressLine | None) -> Transcript:
             def report(done_s: int, total_s: int) -> None:
                 # A bar only on a terminal and only for files of a minute or more.
-                if total_s >= 60 and sys.stderr.isatty():
+                if progress is not None and total_s >= 60 and sys.stderr.isatty():
                     progress(f"{path.name} (seconds)", done_s, total_s)
 
+            # A Segmenter per file: it keeps state from frame to frame.
+            segmenter = Segmenter(aggressiveness=args.vad_aggressiveness)
+            return transcriber.transcribe_file(path, segmenter, progress=report)
+
+        started = [files.submit(transcribe, path, None) if side_by_side else None for path in paths]
+        for path, future in zip(paths, started):
+            progress = ProgressLine()
             try:
-                transcript = transcriber.transcribe_file(path, segmenter, progress=report)
+                transcript = future.result() if future else transcribe(path, progress)
             except ApplianceError as err:
                 failed += 1
                 progress.close()
@@ -158,6 +176,13 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
         "--vad-aggressiveness", type=int, default=2, choices=range(4),
         help="webrtcvad aggressiveness 0-3 (default 2)",
     )
+
+
+def _cmd_check_config(args: argparse.Namespace) -> int:
+    problems = checks.check_config(Path(args.config) if args.config else None)
+    for line in problems:
+        print(line)
+    return 1 if problems else 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -210,6 +235,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--format", choices=FORMATS, default="txt", help="output format (default txt)")
     run.add_argument("--output", metavar="DIR", help="write DIR/NAME.FORMAT per input instead "
                      "of printing")
+    run.add_argument("--workers", type=int, default=1, help="decoding workers sharing the "
+                     "model: files and the windows of a long file side by side (default 1)")
     run.set_defaults(func=_cmd_transcribe)
 
     score = commands.add_parser("eval", help="word error rate over a manifest.jsonl of clips")
@@ -219,9 +246,23 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--language", help="only clips of this language")
     score.add_argument("--json", action="store_true", help="print JSON")
     score.set_defaults(func=_cmd_eval)
+    check = commands.add_parser("check-config", help="check the config file and what it names "
+                                "(model, microphone, password file, state folder, calendar, "
+                                "templates); one line per problem, exit 1 if any")
+    check.set_defaults(func=_cmd_check_config)
     client.add_commands(commands)
+    _add_bench_command(commands)
     _add_config_option(parser)
     return parser
+
+
+def _add_bench_command(commands: argparse._SubParsersAction) -> None:
+    """`appliance bench parallel`: the benchmark lives in appliance.parallel."""
+    from . import parallel
+
+    bench = commands.add_parser("bench", help="measure the transcriber on this machine")
+    kinds = bench.add_subparsers(dest="benchmark", required=True, metavar="BENCHMARK")
+    parallel.add_parser(kinds)
 
 
 def _add_config_option(parser: argparse.ArgumentParser) -> None:

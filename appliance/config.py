@@ -261,7 +261,7 @@ def parse(data: Mapping[str, Any], source: str = "config") -> Config:
     built: dict[str, Any] = {}
     for name, table in data.items():
         if name not in sections:
-            raise ConfigError(f"{source}: unknown section [{name}] "
+            raise ConfigError(f"{source}: unknown section [{_name(name)}] "
                               f"(known: {', '.join(sections)})")
         if not isinstance(table, dict):
             raise ConfigError(f"{source}: [{name}] must be a table, got {_shown(table)}")
@@ -275,7 +275,7 @@ def _section(cls: type, table: Mapping[str, Any], where: str) -> Any:
     for key, value in table.items():
         item = fields.get(key)
         if item is None:
-            raise ConfigError(f"{where}.{key}: unknown key (known: {', '.join(fields)})")
+            raise ConfigError(f"{where}.{_name(key)}: unknown key (known: {', '.join(fields)})")
         values[item.name] = _check(item, value, f"{where}.{key}")
     return cls(**values)
 
@@ -332,9 +332,14 @@ def _check_text(value: str, kind: str | None, where: str) -> None:
 def _is_zone(name: str) -> bool:
     try:
         zoneinfo.ZoneInfo(name)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):  # "America" is a folder
         return False
     return True
+
+
+def _name(name: str) -> str:
+    """A section or key name as typed, quoted when it holds a line break or other control."""
+    return name if name.isprintable() else repr(name)
 
 
 def _type_name(default: Any) -> str:

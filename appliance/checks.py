@@ -1,0 +1,196 @@
+"""`appliance check-config`: the config file and what it points at, one line per problem."""
+
+from __future__ import annotations
+
+import os
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Mapping, Sequence
+
+from . import capture
+from . import config as config_file
+from .errors import ApplianceError
+from .models import ggml, store
+
+_SHOWN_DEVICES = 8
+
+
+@dataclass(frozen=True)
+class Context:
+    """What every check gets: the parsed config, its file, and the environment."""
+
+    config: config_file.Config
+    path: Path
+    environ: Mapping[str, str]
+
+    def problem(self, key: str, text: str, allowed: str) -> str:
+        """One line: the file, the key path, what is wrong, and what would be accepted."""
+        return f"{self.path}: {key}: {text} (allowed: {allowed})"
+
+
+Check = Callable[[Context], list[str]]
+
+
+def check_model(ctx: Context) -> list[str]:
+    """[transcriber] model resolves to a file in the models folder that verifies."""
+    transcriber = ctx.config.transcriber
+    problems = []
+    if transcriber.quant not in ggml.QUANTS:
+        problems.append(ctx.problem("transcriber.quant", f"{transcriber.quant!r} is not a quant",
+                                    "one of " + ", ".join(ggml.QUANTS)))
+    directory = Path(transcriber.models_dir) if transcriber.models_dir else store.default_dir()
+    names = [p.stem.removeprefix("ggml-") for p in store.installed(directory)]
+    allowed = (f"a model installed in {directory} ({', '.join(names) or 'none yet'}) "
+               "as NAME or NAME-QUANT, or a ggml .bin file path")
+    try:
+        path = store.resolve(transcriber.model, directory, transcriber.quant)
+        store.verify(path)
+    except (ApplianceError, OSError) as err:
+        problems.append(ctx.problem("transcriber.model", str(err), allowed))
+    return problems
+
+
+def check_audio_device(ctx: Context) -> list[str]:
+    """[audio] device, when set, names one capture device (an index or part of its name)."""
+    device = ctx.config.audio.device
+    if not device:
+        return []
+    try:
+        import sounddevice  # PortAudio starts on import: only when a device is named
+    except OSError as err:
+        return [ctx.problem("audio.device", f"cannot list capture devices: {err}",
+                            "a capture device index or part of its name")]
+    inputs = [f"{i} {d['name']!r}" for i, d in enumerate(sounddevice.query_devices())
+              if d["max_input_channels"] > 0]
+    shown = ", ".join(inputs[:_SHOWN_DEVICES]) + (", ..." if len(inputs) > _SHOWN_DEVICES else "")
+    allowed = f"a capture device index or part of its name: {shown or 'none found'}"
+    try:
+        capture.find_device(sounddevice, device)  # as the daemon will pick it
+    except ValueError as err:
+        return [ctx.problem("audio.device", str(err), allowed)]
+    return []
+
+
+def _credential_file(ctx: Context, name: str) -> tuple[Path | None, str]:
+    """Where a bare credential name is read from: $CREDENTIALS_DIRECTORY inside the service,
+    else the file beside the config that the unit's LoadCredential= copies."""
+    places = []
+    if ctx.environ.get("CREDENTIALS_DIRECTORY"):
+        places.append(Path(ctx.environ["CREDENTIALS_DIRECTORY"]) / name)
+    places.append(ctx.path.parent / name)
+    for place in places:
+        if place.exists():
+            return place, ""
+    return None, " or ".join(str(p) for p in places)
+
+
+def check_password_file(ctx: Context) -> list[str]:
+    """[smtp] password_file, when AUTH is used: readable, not world-readable, not empty."""
+    smtp = ctx.config.smtp
+    allowed = ("an absolute path of a file no other user can read, or a systemd credential "
+               "name such as \"smtp-password\"")
+    if not smtp.password_file:
+        if smtp.username:
+            return [ctx.problem("smtp.password_file", "empty, but smtp.username is set",
+                                allowed)]
+        return []
+    name = smtp.password_file
+    if "/" not in name:
+        path, tried = _credential_file(ctx, name)
+        if path is None:
+            return [ctx.problem("smtp.password_file", f"no credential {name!r}: no {tried}",
+                                allowed)]
+    elif not os.path.isabs(name):
+        return [ctx.problem("smtp.password_file", f"{name!r} is a relative path", allowed)]
+    else:
+        path = Path(name)
+    try:
+        info = path.stat()
+        if not stat.S_ISREG(info.st_mode):
+            text = f"{path} is not a regular file"
+        elif info.st_mode & 0o004:
+            text = f"{path} is world-readable (mode {info.st_mode & 0o777:04o}): chmod o-r"
+        elif not os.access(path, os.R_OK):
+            text = f"{path} cannot be read by uid {os.getuid()}"
+        elif smtp.username and info.st_size == 0:
+            text = f"{path} is empty, but smtp.username is set"
+        else:
+            return []
+    except OSError as err:
+        text = f"{path}: {err.strerror}"
+    return [ctx.problem("smtp.password_file", text, allowed)]
+
+
+def check_state_dir(ctx: Context) -> list[str]:
+    """[storage] state_dir exists and is writable, or can be created."""
+    path = ctx.config.state_dir
+    allowed = "a folder the service user can create and write"
+    if not path.is_absolute():
+        return [ctx.problem("storage.state_dir", f"{str(path)!r} is a relative path", allowed)]
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        return [ctx.problem("storage.state_dir", f"{existing} is not a folder", allowed)]
+    if not os.access(existing, os.W_OK | os.X_OK):
+        verb = "is not writable" if existing == path else f"cannot be created in {existing}"
+        return [ctx.problem("storage.state_dir", f"{path} {verb} by uid {os.getuid()}",
+                            allowed)]
+    return []
+
+
+def check_calendar(ctx: Context) -> list[str]:
+    """[room] calendar: an http(s) URL, or an iCalendar file that exists."""
+    calendar = ctx.config.room.calendar
+    allowed = "an iCalendar file path, an http:// or https:// URL, or empty"
+    if not calendar:
+        return []
+    if "://" in calendar:
+        scheme = calendar.split("://", 1)[0].lower()
+        if scheme not in ("http", "https"):
+            return [ctx.problem("room.calendar", f"{scheme}:// is not fetched", allowed)]
+        return []
+    path = Path(calendar)
+    if not path.is_file():
+        return [ctx.problem("room.calendar", f"{path}: no such file", allowed)]
+    if not os.access(path, os.R_OK):
+        return [ctx.problem("room.calendar", f"{path} cannot be read by uid {os.getuid()}",
+                            allowed)]
+    return []
+
+
+def check_templates(ctx: Context) -> list[str]:
+    """Override templates in /etc/meeting-appliance/templates parse and use known names."""
+    from .render import DEFAULT_OVERRIDE_DIR, check_templates as problems  # jinja2 only here
+
+    return problems(DEFAULT_OVERRIDE_DIR)
+
+
+# The checks check_config runs, in order.
+CHECKS: list[Check] = [
+    check_model,
+    check_audio_device,
+    check_password_file,
+    check_state_dir,
+    check_calendar,
+    check_templates,
+]
+
+
+def check_config(path: Path | None = None, *, environ: Mapping[str, str] | None = None,
+                 checks: Sequence[Check] | None = None) -> list[str]:
+    """One line per problem with the config file and what it names; empty when all is well."""
+    path = Path(path) if path is not None else config_file.default_path()
+    try:
+        config = config_file.load(path)
+    except config_file.ConfigError as err:
+        return [str(err)]  # nothing else can be checked against a config we cannot read
+    ctx = Context(config, path, os.environ if environ is None else environ)
+    problems: list[str] = []
+    for check in CHECKS if checks is None else checks:
+        try:
+            problems.extend(check(ctx))
+        except Exception as err:  # a check that breaks is itself a problem line, not a traceback
+            problems.append(f"{path}: {check.__name__} failed: {type(err).__name__}: {err}")
+    return problems
