@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import shutil
 import subprocess
 import time
 from pathlib import Path
-from typing import AsyncIterator
+from typing import AsyncIterator, Iterator
 
 import numpy as np
 import soundfile
@@ -21,7 +22,12 @@ _LOGGER = logging.getLogger(__name__)
 
 _BLOCK_S = 0.1  # PortAudio block and file chunk: small enough for live pacing, cheap to hand over
 _SILENT_LIMIT_S = 2.0  # no callback for this long means the device is gone
+# A PulseAudio null sink woken by its first recorder took 1.1-1.9 s to deliver a block.
+_FIRST_BLOCK_LIMIT_S = 5.0
 _FIRST_RETRY_S = 0.5
+_OVERFLOW_REPORT_S = 60.0  # a struggling device logs once a minute, not ten times a second
+_QUEUED_BLOCKS = 600  # a minute of blocks may wait for the loop; past that they are dropped
+_SILENCE_CHUNK = 10 * SAMPLE_RATE  # a long outage's zeros go out in pieces of this many samples
 
 
 class FileSource:
@@ -37,9 +43,22 @@ class FileSource:
                 self._soundfile = sound.frames > 0
         except soundfile.SoundFileError:
             self._soundfile = False
-        if not self._soundfile and shutil.which("ffmpeg") is None:
+        if not self._soundfile:
+            self._probe_ffmpeg()
+
+    def _probe_ffmpeg(self) -> None:
+        """Refuse now, not mid-meeting, what ffmpeg cannot decode either (decodes 0.1 s)."""
+        ffmpeg = shutil.which("ffmpeg")
+        if ffmpeg is None:
             raise AudioError(f"{self.path}: not audio, or a format libsndfile cannot read "
                              "(and ffmpeg is not installed)")
+        probe = subprocess.run([ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error", "-i",
+                                str(self.path), "-map", "0:a:0", "-t", "0.1", "-f", "null", "-"],
+                               stdin=subprocess.DEVNULL, capture_output=True, timeout=60)
+        if probe.returncode:
+            lines = probe.stderr.decode(errors="replace").strip().splitlines()
+            reason = lines[-1] if lines else f"ffmpeg exited with status {probe.returncode}"
+            raise AudioError(f"{self.path}: not audio, or a format ffmpeg cannot read ({reason})")
 
     def stop(self) -> None:
         """End the stream at the next block."""
@@ -50,15 +69,20 @@ class FileSource:
         blocks = self._soundfile_blocks() if self._soundfile else self._ffmpeg_blocks()
         started = time.monotonic()
         sent_s = 0.0
-        async for pcm in blocks:
-            if self._stopped:
-                break
-            yield pcm
-            sent_s += len(pcm) / (2 * SAMPLE_RATE)
-            if self.speed > 0:
-                await asyncio.sleep(max(0.0, started + sent_s / self.speed - time.monotonic()))
-            else:
-                await asyncio.sleep(0)  # let the transcriber and the socket run between blocks
+        # aclosing: a stop closes the file or kills ffmpeg now, not when the generator is GC'd.
+        async with contextlib.aclosing(blocks):
+            async for pcm in blocks:
+                if self._stopped:
+                    break
+                if not pcm:
+                    continue  # the resampler's first blocks may all be held in its filter
+                yield pcm
+                sent_s += len(pcm) / (2 * SAMPLE_RATE)
+                if self.speed > 0:
+                    await asyncio.sleep(max(0.0, started + sent_s / self.speed
+                                            - time.monotonic()))
+                else:
+                    await asyncio.sleep(0)  # let the transcriber and the socket run meanwhile
 
     async def _soundfile_blocks(self) -> AsyncIterator[bytes]:
         with soundfile.SoundFile(self.path) as sound:
@@ -68,6 +92,8 @@ class FileSource:
                 try:
                     block = sound.read(frames, dtype="float32", always_2d=True)
                 except soundfile.SoundFileError as err:
+                    if not sound.tell():
+                        raise AudioError(f"{self.path}: cannot decode ({err})") from err
                     _LOGGER.warning("%s: damaged after %.1f s; keeping what was read (%s)",
                                     self.path, sound.tell() / sound.samplerate, err)
                     break
@@ -95,7 +121,7 @@ class FileSource:
 
 
 class MicrophoneSource:
-    """A PortAudio input device; faults become gaps and retries, never an exception."""
+    """A PortAudio input device; an outage becomes retries and one gap, never an exception."""
 
     def __init__(self, device: str = "", retry_max_s: float = 30.0, samplerate: int = 0) -> None:
         self.device = device
@@ -103,7 +129,9 @@ class MicrophoneSource:
         self.samplerate = samplerate  # 0: the device's default rate
         self._stopped = asyncio.Event()
         self._queue: asyncio.Queue = asyncio.Queue()
+        self._heard_at = 0.0  # monotonic time the newest block taken from the device arrived
         self._overflows = 0
+        self._overflow_reported_at: float | None = None
 
     def stop(self) -> None:
         """End the stream; a gap still open is closed at the time of stopping."""
@@ -111,48 +139,52 @@ class MicrophoneSource:
         self._queue.put_nowait(None)
 
     async def stream(self) -> AsyncIterator[bytes | Gap]:
-        """PCM16 16 kHz mono blocks from the device, a Gap and silence for any lost stretch."""
-        started = time.monotonic()
+        """PCM16 16 kHz mono blocks; after an outage, one Gap and as much silence as it lasted.
+
+        The timeline stays wall-clock: the silence stands for the time no device was heard,
+        from the last block before the outage to the first one after it (or to stop()).
+        """
         position_s = 0.0
         lost_reason = ""
-        lost_at = 0.0
+        lost_at = self._heard_at = time.monotonic()  # a device missing at the start: from now
         delay = _FIRST_RETRY_S
         while not self._stopped.is_set():
             try:
-                async for pcm in self._capture():
-                    if lost_reason:
-                        _LOGGER.warning("microphone back after %.1f s", position_s - lost_at)
-                        lost_reason = ""
-                        delay = _FIRST_RETRY_S
-                    yield pcm
-                    position_s += len(pcm) / (2 * SAMPLE_RATE)
+                # aclosing: the device is released as soon as our consumer stops, not at GC.
+                async with contextlib.aclosing(self._capture()) as blocks:
+                    async for pcm in blocks:
+                        if lost_reason:
+                            # The first block back began recording one block before it arrived.
+                            lost = round(max(0.0, self._heard_at - _BLOCK_S - lost_at)
+                                         * SAMPLE_RATE)
+                            for item in _gap(position_s, lost, lost_reason):
+                                yield item
+                            position_s += lost / SAMPLE_RATE
+                            _LOGGER.warning("microphone back after %.1f s", lost / SAMPLE_RATE)
+                            lost_reason = ""
+                            delay = _FIRST_RETRY_S
+                        yield pcm
+                        position_s += len(pcm) / (2 * SAMPLE_RATE)
                 if self._stopped.is_set():
                     break
-                reason = "no audio from the device"
+                reason = "the device ended the stream"
             except _DeviceFault as err:
                 reason = str(err)
             if not lost_reason:
                 _LOGGER.warning("microphone lost: %s", reason)
-                lost_reason, lost_at = reason, position_s
-            with_silence = await self._wait_and_fill(delay, started, position_s)
-            if with_silence:
-                gap_end = position_s + len(with_silence) / (2 * SAMPLE_RATE)
-                yield Gap(position_s, gap_end, f"microphone lost: {lost_reason}")
-                yield with_silence
-                position_s = gap_end
+                lost_reason, lost_at = reason, self._heard_at
+            try:
+                await asyncio.wait_for(self._stopped.wait(), delay)
+            except asyncio.TimeoutError:
+                pass
             delay = min(self.retry_max_s, delay * 2)
-
-    async def _wait_and_fill(self, delay: float, started: float, position_s: float) -> bytes:
-        """Wait before retrying; silence covering the wall-clock time the device was gone."""
-        try:
-            await asyncio.wait_for(self._stopped.wait(), delay)
-        except asyncio.TimeoutError:
-            pass
-        missing = time.monotonic() - started - position_s
-        return bytes(2 * int(missing * SAMPLE_RATE)) if missing > 0 else b""
+        if lost_reason:
+            lost = round(max(0.0, time.monotonic() - lost_at) * SAMPLE_RATE)
+            for item in _gap(position_s, lost, lost_reason):
+                yield item
 
     async def _capture(self) -> AsyncIterator[bytes]:
-        """One open stream until it fails or stops; raises _DeviceFault when it cannot run."""
+        """One open stream until it ends or stops; raises _DeviceFault when it cannot run."""
         import sounddevice as sd  # PortAudio enumerates devices at import: only when recording
 
         loop = asyncio.get_running_loop()
@@ -166,7 +198,7 @@ class MicrophoneSource:
 
             def callback(indata, _frames, _time, status) -> None:
                 # PortAudio's thread: copy and hand over, nothing else.
-                loop.call_soon_threadsafe(queue.put_nowait, (indata.copy(), bool(status)))
+                loop.call_soon_threadsafe(self._arrive, queue, indata.copy(), bool(status))
 
             def finished() -> None:
                 loop.call_soon_threadsafe(queue.put_nowait, None)
@@ -178,19 +210,21 @@ class MicrophoneSource:
         except (sd.PortAudioError, ValueError, OSError) as err:
             raise _DeviceFault(str(err).splitlines()[0] or type(err).__name__) from err
         resampler = Resampler(rate)
+        limit_s = _FIRST_BLOCK_LIMIT_S
         try:
             while not self._stopped.is_set():
                 try:
-                    item = await asyncio.wait_for(queue.get(), _SILENT_LIMIT_S)
+                    item = await asyncio.wait_for(queue.get(), limit_s)
                 except asyncio.TimeoutError as err:
-                    raise _DeviceFault("the device stopped delivering audio") from err
+                    raise _DeviceFault(f"no audio for {limit_s:g} s") from err
                 if item is None:
                     break
-                block, overflowed = item
-                if overflowed:
-                    self._note_overflow()
-                yield float_to_pcm16(resampler.resample(to_mono(block)))
-            yield float_to_pcm16(resampler.flush())
+                block, self._heard_at = item
+                limit_s = _SILENT_LIMIT_S
+                if pcm := float_to_pcm16(resampler.resample(to_mono(block))):
+                    yield pcm
+            if pcm := float_to_pcm16(resampler.flush()):
+                yield pcm
         finally:
             try:
                 stream.abort()
@@ -198,11 +232,31 @@ class MicrophoneSource:
             except sd.PortAudioError:
                 pass
 
+    def _arrive(self, queue: asyncio.Queue, block: np.ndarray, overflowed: bool) -> None:
+        """On the loop: stamp a block with its arrival and queue it, unless the queue is full."""
+        if overflowed:
+            self._note_overflow()
+        if queue.qsize() >= _QUEUED_BLOCKS:
+            self._note_overflow()
+            return
+        queue.put_nowait((block, time.monotonic()))
+
     def _note_overflow(self) -> None:
         self._overflows += 1
-        if self._overflows in (1, 10, 100) or self._overflows % 1000 == 0:
-            _LOGGER.warning("microphone: %d input overflows so far (audio dropped by the device)",
-                            self._overflows)
+        now = time.monotonic()
+        if self._overflow_reported_at is None or now - self._overflow_reported_at >= \
+                _OVERFLOW_REPORT_S:
+            _LOGGER.warning("microphone: %d block(s) overflowed since the last report "
+                            "(audio dropped)", self._overflows)
+            self._overflows = 0
+            self._overflow_reported_at = now
+
+
+def _gap(start_s: float, samples: int, reason: str) -> Iterator[bytes | Gap]:
+    """A Gap of this many samples from start_s, then that many zeros in pieces."""
+    yield Gap(start_s, start_s + samples / SAMPLE_RATE, f"microphone lost: {reason}")
+    for done in range(0, samples, _SILENCE_CHUNK):
+        yield bytes(2 * min(_SILENCE_CHUNK, samples - done))
 
 
 class _DeviceFault(Exception):
@@ -211,7 +265,10 @@ class _DeviceFault(Exception):
 
 def _reinitialize(sd) -> None:
     """Make PortAudio list devices afresh, so a microphone plugged in since is found."""
-    sd._terminate()
+    # sounddevice 0.5.6 has no public call for this. A failed _initialize leaves nothing to
+    # terminate, and terminating then would fail every retry after it.
+    if sd._initialized:
+        sd._terminate()
     sd._initialize()
 
 

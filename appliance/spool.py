@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from .audio import SAMPLE_RATE, pcm16_to_float
-from .errors import ApplianceError
+from .errors import ApplianceError, AudioError
 
 _BYTES_PER_SAMPLE = 2
 
@@ -35,16 +35,33 @@ class Spool:
 
     @classmethod
     def create(cls, path: Path, sync_interval_s: float = 1.0) -> "Spool":
-        """A new, empty spool file (0600) in a 0700 folder."""
-        return cls._open(path, os.O_CREAT | os.O_EXCL, sync_interval_s)
+        """A new, empty spool file (0600) in a 0700 folder; an existing file is never truncated."""
+        spool = cls._open(Path(path), os.O_CREAT | os.O_EXCL, sync_interval_s)
+        # A new file's name is only durable once its folder is synced too.
+        try:
+            folder = os.open(spool.path.parent, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                os.fsync(folder)
+            finally:
+                os.close(folder)
+        except OSError as err:
+            spool.close()
+            raise SpoolError(f"{spool.path}: cannot sync its folder: {err.strerror}") from err
+        return spool
 
     @classmethod
     def resume(cls, path: Path, sync_interval_s: float = 1.0) -> "Spool":
         """Reopen a spool after a crash, dropping half a sample left by a torn write."""
-        spool = cls._open(path, 0, sync_interval_s)
+        spool = cls._open(Path(path), 0, sync_interval_s)
         if spool._bytes % _BYTES_PER_SAMPLE:
             spool._bytes -= 1
-            os.ftruncate(spool._fd, spool._bytes)
+            try:
+                os.ftruncate(spool._fd, spool._bytes)
+            except OSError as err:
+                spool.close()
+                raise SpoolError(f"{spool.path}: cannot drop a torn half sample: "
+                                 f"{err.strerror}") from err
+            spool._dirty = True
         return spool
 
     @classmethod
@@ -65,6 +82,10 @@ class Spool:
 
     def append(self, pcm: bytes) -> None:
         """Write PCM16 bytes straight to the file; fsync when the interval has passed."""
+        if len(pcm) % _BYTES_PER_SAMPLE:
+            # Half a sample would shift every later sample by a byte: noise from then on.
+            raise AudioError(f"{self.path}: PCM16 data must have an even number of bytes, "
+                             f"got {len(pcm)}")
         try:
             written = 0
             view = memoryview(pcm)
@@ -109,15 +130,17 @@ class Spool:
 def duration_s(path: Path) -> float:
     """Seconds of audio in a spool file (a torn half sample is not counted)."""
     try:
-        size = path.stat().st_size
+        size = os.stat(path).st_size
     except FileNotFoundError as err:
         raise SpoolMissingError(f"{path}: no such spool file") from err
+    except OSError as err:
+        raise SpoolError(f"{path}: cannot read the audio spool: {err.strerror}") from err
     return size // _BYTES_PER_SAMPLE / SAMPLE_RATE
 
 
 def read(path: Path, start_s: float = 0.0, end_s: float | None = None) -> np.ndarray:
     """Float32 samples of [start_s, end_s) from a spool file, read by seeking, clamped to it."""
-    total = int(duration_s(path) * SAMPLE_RATE)
+    total = round(duration_s(path) * SAMPLE_RATE)
     first = min(total, max(0, round(start_s * SAMPLE_RATE)))
     last = total if end_s is None else min(total, max(first, round(end_s * SAMPLE_RATE)))
     try:

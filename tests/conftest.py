@@ -30,3 +30,28 @@ def tiny_en_installed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Pat
         paths[quant], written = install.install("tiny.en", quant, directory)
         assert written
     return paths
+
+
+@pytest.fixture(scope="session")
+def virtual_microphone(tmp_path_factory: pytest.TempPathFactory):
+    """A private PulseAudio server whose null sink `room` the `pulse` capture device records.
+
+    Yields the VirtualMicrophone: `.env` for subprocesses (configure `[audio] device = "pulse"`,
+    `samplerate = 16000` for bit-exact capture), `.play(path)` to start paplay into the room.
+    It fails, never skips, when PulseAudio cannot start.
+    """
+    from appliance.virtual_mic import VirtualMicrophone
+
+    microphone = VirtualMicrophone(tmp_path_factory.mktemp("pulse")).start()
+    try:
+        yield microphone
+    finally:
+        microphone.stop()
+
+
+@pytest.fixture
+def pulse_in_process(virtual_microphone, monkeypatch: pytest.MonkeyPatch):
+    """The virtual microphone as this process's PulseAudio server (PortAudio reads it on each
+    re-initialization); HOME and the rest stay untouched for the other fixtures."""
+    monkeypatch.setenv("PULSE_SERVER", virtual_microphone.env["PULSE_SERVER"])
+    return virtual_microphone
