@@ -136,7 +136,9 @@ def render(result: dict, machine: dict, command: str) -> str:
         f"{result['threads']} threads), {result['audio_s'] / 60:.1f} min of meeting audio "
         f"(the dev meeting repeated) fed with `appliance start --from-file --speed "
         f"{result['speed']:g}` (paced at {result['speed']:g}x real time), stopped with "
-        "`appliance stop --wait` at the hour.",
+        "`appliance stop --wait` at the hour. Load average when written: "
+        f"{', '.join(f'{v:.2f}' for v in machine.get('load_average', ()))} (above 0 means "
+        "other work shared the cores and the times are pessimistic).",
         "",
         "| measure | value | target |",
         "|---|---|---|",
