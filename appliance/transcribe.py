@@ -6,9 +6,11 @@ import atexit
 import logging
 import re
 import threading
+from collections import deque
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Protocol, Sequence
+from typing import Any, Callable, Iterable, Protocol, Sequence
 
 import numpy as np
 
@@ -140,6 +142,16 @@ def collapse_repeats(text: str) -> str:
     return " ".join(words[j] for j in out)
 
 
+def decoded_segments(rows: Iterable[tuple[int, int, bytes]]) -> list[Segment]:
+    """Segments from whisper.cpp's (t0, t1 in 10 ms ticks, UTF-8 text) rows, loops cut."""
+    out = []
+    for t0, t1, raw in rows:
+        text = collapse_repeats(raw.decode("utf-8", "replace").strip())
+        if text:
+            out.append(Segment(t0 / 100, t1 / 100, text))
+    return out
+
+
 @dataclass(frozen=True)
 class DecodeOptions:
     """How whisper.cpp decodes; defaults chosen for meetings on a small CPU."""
@@ -153,6 +165,122 @@ class DecodeOptions:
     # pure greedy (35.96 %, the same as faster-whisper); loops are cut by collapse_repeats.
     # When set, only a window failing the thresholds above is re-decoded, one candidate each.
     temperature_inc: float = 0.0
+
+    def whisper_params(self) -> dict[str, Any]:
+        """The whisper_full_params fields these options set, by name (nested structs as dicts).
+
+        The one list for every way the appliance calls whisper.cpp (the binding's object here,
+        the ctypes struct of appliance.workers), so their output cannot drift apart.
+        """
+        if self.beam_size <= 1:
+            search: dict[str, Any] = {"greedy": {"best_of": 1}}
+        else:
+            search = {"beam_search": {"beam_size": self.beam_size, "patience": -1.0}}
+        return {
+            **search,
+            "n_threads": self.threads,
+            "no_context": True,  # no conditioning on previous text: it feeds repetition loops
+            "suppress_blank": True,
+            "suppress_nst": True,
+            "no_speech_thold": self.no_speech_thold,
+            "logprob_thold": self.logprob_thold,
+            "temperature_inc": self.temperature_inc,
+            "print_progress": False,
+            "print_realtime": False,
+            "print_timestamps": False,
+        }
+
+
+def checked_language(model_path: Path, multilingual: bool, language: str | None) -> str:
+    """The language code to decode with: English for .en models, else given or detected."""
+    language = language or ("auto" if multilingual else "en")
+    if not multilingual and language != "en":
+        raise UsageError(
+            f"{model_path.name} is English-only; language {language!r} needs base or small"
+        )
+    if language != "auto" and _whisper().whisper_lang_id(language) < 0:
+        raise UsageError(f"unknown language code {language!r}")
+    return language
+
+
+def _to_recording(window: Window, decoded: list[Segment]) -> list[Segment]:
+    out = []
+    for seg in decoded:
+        start = window.to_recording(seg.start_s)
+        out.append(Segment(start, max(window.to_recording(seg.end_s), start), seg.text))
+    return out
+
+
+def transcribe_windows(
+    windows: Sequence[Window],
+    submit: Callable[[np.ndarray, str], "Future[list[Segment]]"],
+    language: str,
+    progress: Callable[[int, int], None] | None = None,
+    ahead: int = 0,
+) -> list[Segment]:
+    """Decode packed windows through submit; times are the recording's.
+
+    submit either decodes at once (one context) or queues the window for a pool of workers;
+    ahead is how many more windows are submitted before the oldest one's result is awaited.
+    The result is assembled in window order whatever order decodes finish in, so it does not
+    depend on ahead or on the number of workers.
+    """
+    queued: deque[tuple[Window, Future[list[Segment]]]] = deque()
+    upcoming = iter(windows)
+    decoded_windows = []
+    for done in range(1, len(windows) + 1):
+        while len(queued) <= ahead and (window := next(upcoming, None)) is not None:
+            queued.append((window, submit(window.samples, language)))
+        window, future = queued.popleft()
+        decoded = future.result()
+        # Greedy decoding sometimes ends a window early and skips its last stretch of speech:
+        # a piece nothing was heard in gets a window of its own, so no words are lost.
+        missed = [p.source for p in window.pieces if not p.heard(decoded)]
+        alone = []
+        if missed and len(window.pieces) > 1:
+            _LOGGER.debug("re-decoding %d skipped speech segments", len(missed))
+            alone = [(w, submit(w.samples, language)) for w in (pack([s])[0] for s in missed)]
+        decoded_windows.append((window, decoded, alone))
+        if progress:
+            progress(done, len(windows))
+    result = []
+    for window, decoded, alone in decoded_windows:
+        result += _to_recording(window, decoded)
+        for single, future in alone:
+            result += _to_recording(single, future.result())
+    return sorted(result, key=lambda s: s.start_s)
+
+
+class Engine(Protocol):
+    """What transcript_of_file needs: a default language, its check, and transcribe()."""
+
+    language: str
+
+    def check_language(self, language: str | None) -> str: ...
+
+    def transcribe(self, segments: Sequence[Speech], language: str | None = None,
+                   progress: Callable[[int, int], None] | None = None) -> list[Segment]: ...
+
+
+def transcript_of_file(
+    engine: Engine,
+    path: Path,
+    segmenter: Segmenter,
+    language: str | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> Transcript:
+    """Decode, segment and transcribe one audio file; progress in seconds of the file."""
+    samples = load(path)
+    language = engine.check_language(language) if language else engine.language
+    duration_s = samples.size / SAMPLE_RATE
+    speech = segmenter.segments(samples)
+
+    def windows_done(done: int, total: int) -> None:
+        if progress:
+            progress(round(duration_s * done / total), round(duration_s))
+
+    segments = engine.transcribe(speech, language, windows_done)
+    return Transcript(tuple(segments), language, duration_s)
 
 
 class Transcriber:
@@ -171,38 +299,19 @@ class Transcriber:
         if self._ctx is None:
             raise CorruptModelError(f"{model_path}: whisper.cpp could not load the model")
         strategy = pw.whisper_sampling_strategy
-        greedy = options.beam_size <= 1
         self._params = params = pw.whisper_full_default_params(
-            strategy.WHISPER_SAMPLING_GREEDY if greedy else strategy.WHISPER_SAMPLING_BEAM_SEARCH
+            strategy.WHISPER_SAMPLING_GREEDY if options.beam_size <= 1
+            else strategy.WHISPER_SAMPLING_BEAM_SEARCH
         )
-        if greedy:
-            params.greedy = {"best_of": 1}
-        else:
-            params.beam_search = {"beam_size": options.beam_size, "patience": -1.0}
-        params.n_threads = options.threads
+        for name, value in options.whisper_params().items():
+            setattr(params, name, value)
         params.language = self.language
-        params.no_context = True  # no conditioning on previous text: it feeds repetition loops
-        params.suppress_blank = True
-        params.suppress_nst = True
-        params.no_speech_thold = options.no_speech_thold
-        params.logprob_thold = options.logprob_thold
-        params.temperature_inc = options.temperature_inc
-        params.print_progress = False
-        params.print_realtime = False
-        params.print_timestamps = False
         self._lock = threading.Lock()
         _LOGGER.info("loaded %s (%s, %d threads)", model_path.name, self.language, options.threads)
 
     def check_language(self, language: str | None) -> str:
         """The language code to decode with: English for .en models, else given or detected."""
-        language = language or ("auto" if self.multilingual else "en")
-        if not self.multilingual and language != "en":
-            raise UsageError(
-                f"{self.model_path.name} is English-only; language {language!r} needs base or small"
-            )
-        if language != "auto" and self._pw.whisper_lang_id(language) < 0:
-            raise UsageError(f"unknown language code {language!r}")
-        return language
+        return checked_language(self.model_path, self.multilingual, language)
 
     def transcribe_window(self, samples: np.ndarray, language: str | None = None) -> list[Segment]:
         """Decode one window (at most 30 s); times are relative to the window."""
@@ -212,15 +321,23 @@ class Transcriber:
             self._params.language = language or self.language
             if pw.whisper_full(ctx, self._params, audio, audio.size) != 0:
                 raise RuntimeError("whisper_full failed")
-            out = []
-            for i in range(pw.whisper_full_n_segments(ctx)):
-                text = pw.whisper_full_get_segment_text(ctx, i).decode("utf-8", "replace")
-                text = collapse_repeats(text.strip())
-                if text:
-                    t0 = pw.whisper_full_get_segment_t0(ctx, i) / 100
-                    t1 = pw.whisper_full_get_segment_t1(ctx, i) / 100
-                    out.append(Segment(t0, t1, text))
-        return out
+            return decoded_segments(
+                (
+                    pw.whisper_full_get_segment_t0(ctx, i),
+                    pw.whisper_full_get_segment_t1(ctx, i),
+                    pw.whisper_full_get_segment_text(ctx, i),
+                )
+                for i in range(pw.whisper_full_n_segments(ctx))
+            )
+
+    def _decode_now(self, samples: np.ndarray, language: str) -> "Future[list[Segment]]":
+        """transcribe_window as an already finished Future, for transcribe_windows."""
+        future: Future[list[Segment]] = Future()
+        try:
+            future.set_result(self.transcribe_window(samples, language))
+        except Exception as err:
+            future.set_exception(err)
+        return future
 
     def transcribe(
         self,
@@ -230,29 +347,8 @@ class Transcriber:
     ) -> list[Segment]:
         """Transcribe speech segments packed into windows; times are the recording's."""
         language = self.check_language(language) if language else self.language
-        windows = pack(segments)
-        result = []
-        for done, window in enumerate(windows, 1):
-            decoded = self.transcribe_window(window.samples, language)
-            result += self._to_recording(window, decoded)
-            # Greedy decoding sometimes ends a window early and skips its last stretch of speech:
-            # a piece nothing was heard in gets a window of its own, so no words are lost.
-            missed = [p.source for p in window.pieces if not p.heard(decoded)]
-            if missed and len(window.pieces) > 1:
-                _LOGGER.debug("re-decoding %d skipped speech segments", len(missed))
-                for alone in (pack([speech])[0] for speech in missed):
-                    result += self._to_recording(alone, self.transcribe_window(alone.samples, language))
-            if progress:
-                progress(done, len(windows))
-        return sorted(result, key=lambda s: s.start_s)
-
-    @staticmethod
-    def _to_recording(window: Window, decoded: list[Segment]) -> list[Segment]:
-        out = []
-        for seg in decoded:
-            start = window.to_recording(seg.start_s)
-            out.append(Segment(start, max(window.to_recording(seg.end_s), start), seg.text))
-        return out
+        # ahead=0: each window is decoded when its turn comes, then its skipped pieces.
+        return transcribe_windows(pack(segments), self._decode_now, language, progress)
 
     def transcribe_file(
         self,
@@ -262,17 +358,7 @@ class Transcriber:
         progress: Callable[[int, int], None] | None = None,
     ) -> Transcript:
         """Decode, segment and transcribe one audio file; progress in seconds of the file."""
-        samples = load(path)
-        language = self.check_language(language) if language else self.language
-        duration_s = samples.size / SAMPLE_RATE
-        speech = segmenter.segments(samples)
-
-        def windows_done(done: int, total: int) -> None:
-            if progress:
-                progress(round(duration_s * done / total), round(duration_s))
-
-        segments = self.transcribe(speech, language, windows_done)
-        return Transcript(tuple(segments), language, duration_s)
+        return transcript_of_file(self, path, segmenter, language, progress)
 
     def close(self) -> None:
         """Free the whisper.cpp context."""
