@@ -27,7 +27,8 @@ from .spool import Spool
 from .store import DELIVERING, DONE, FINISHING, UNFINISHED, Database, Meeting
 from .transcribe import DecodeOptions, Transcriber
 from .transcript import FORMATS, render
-from .vad import Segmenter
+from .vad import Segmenter, SpeechSegment
+from .workers import TranscriberPool
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -43,8 +44,11 @@ def load_engine(config: Config) -> Engine:
     directory = Path(config.transcriber.models_dir) if config.transcriber.models_dir \
         else model_store.default_dir()
     path = model_store.resolve(config.transcriber.model, directory, config.transcriber.quant)
-    engine = Transcriber(path, DecodeOptions(threads=config.transcriber.threads))
-    engine.transcribe_window(np.zeros(16000, dtype=np.float32))
+    options = DecodeOptions(threads=config.transcriber.threads)
+    workers = config.transcriber.workers
+    engine: Any = Transcriber(path, options) if workers == 1 \
+        else TranscriberPool(path, options, workers=workers)
+    engine.transcribe([SpeechSegment(0.0, 1.0, np.zeros(16000, dtype=np.float32))], None)
     return engine
 
 

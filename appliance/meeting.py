@@ -201,7 +201,12 @@ class Recording:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
-            batch = [self._pending.popleft() for _ in range(self._window_size())]
+            # Behind (a backlog, or the meeting just stopped): one window per worker at once.
+            batch = []
+            for _ in range(getattr(self.engine, "workers", 1)):
+                if not self._ready():
+                    break
+                batch += [self._pending.popleft() for _ in range(self._window_size())]
             segments = [self._load(item) for item in batch]
             self._in_flight_s = sum(s.duration_s for s in segments)
             try:

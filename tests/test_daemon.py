@@ -146,7 +146,10 @@ def test_socket_commands_and_a_meeting_from_a_file(daemon):
     assert json.loads(offline.stdout)[0]["id"] == meeting_id
 
 
-def test_a_file_meeting_ends_by_itself_and_is_delivered(daemon):
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_file_meeting_ends_by_itself_and_is_delivered(daemon, workers):
+    with daemon.config.open("a") as config:
+        config.write(f"workers = {workers}\nthreads = {3 - workers}\n")  # under [transcriber]
     daemon.start()
     meeting_id = int(daemon.cli("start", "--from-file", str(JFK), "--to", "anna@example.com").stdout)
     daemon.wait_for_state(meeting_id, ("done",), 120)
