@@ -251,7 +251,7 @@ def transcribe_windows(
     return sorted(result, key=lambda s: s.start_s)
 
 
-class Engine(Protocol):
+class SegmentTranscriber(Protocol):
     """What transcript_of_file needs: a default language, its check, and transcribe()."""
 
     language: str
@@ -263,7 +263,7 @@ class Engine(Protocol):
 
 
 def transcript_of_file(
-    engine: Engine,
+    engine: SegmentTranscriber,
     path: Path,
     segmenter: Segmenter,
     language: str | None = None,
