@@ -12,7 +12,6 @@ from typing import Sequence
 from . import __version__, checks, client
 from .errors import ApplianceError, UsageError
 from .models import catalog, ggml, install, store
-from .evaluate import evaluate, read_manifest
 from .progress import ProgressLine
 from .transcribe import DecodeOptions, Transcriber
 from .transcript import FORMATS, Transcript, render
@@ -151,6 +150,8 @@ def _cmd_transcribe(args: argparse.Namespace) -> int:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
+    from .evaluate import evaluate, read_manifest  # jiwer and the normalizers: not in the daemon
+
     sets = set(args.sets.split(",")) if args.sets else None
     clips = read_manifest(Path(args.manifest), sets=sets, language=args.language)
     segmenter = Segmenter(aggressiveness=args.vad_aggressiveness)

@@ -13,7 +13,6 @@ import importlib.metadata
 import json
 import os
 import platform
-import re
 import subprocess
 import sys
 import tempfile
@@ -25,6 +24,7 @@ from pathlib import Path
 from statistics import median
 from typing import Any, Sequence
 
+from . import report_sections
 from .errors import UsageError
 
 SECTION = "## Parallel workers"
@@ -396,17 +396,6 @@ def _projection(results: list[dict]) -> list[str]:
     return lines
 
 
-def replace_section(document: str, section: str) -> str:
-    """document with its "Parallel workers" section replaced by section, or section appended."""
-    start = document.find(f"\n{SECTION}\n")
-    if start < 0:
-        return document.rstrip("\n") + "\n\n" + section
-    following = re.search(r"^## ", document[start + len(SECTION) + 2 :], re.MULTILINE)
-    end = start + len(SECTION) + 2 + following.start() if following else len(document)
-    rest = document[end:]
-    return document[: start + 1] + section + ("\n" + rest if rest else "")
-
-
 def add_parser(benchmarks: Any) -> None:
     """Add `parallel` to the `appliance bench` subparsers."""
     parser = benchmarks.add_parser(
@@ -469,7 +458,7 @@ def run(args: argparse.Namespace) -> int:
     if args.output:
         target = Path(args.output)
         existing = target.read_text() if target.exists() else "# Benchmarks\n"
-        target.write_text(replace_section(existing, section))
+        target.write_text(report_sections.replace(existing, section))
         print(f"wrote the {SECTION[3:]!r} section of {target}", file=sys.stderr)
     else:
         sys.stdout.write(section)

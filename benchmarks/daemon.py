@@ -20,15 +20,13 @@ from pathlib import Path
 import numpy as np
 import soundfile
 
-from appliance import audio
+from appliance import audio, report_sections
 
 from .machine import describe
 
 _ROOT = Path(__file__).resolve().parent.parent
 MEETING = _ROOT / "tests" / "data" / "meetings" / "dev-meeting-01.flac"
 _APPLIANCE = [sys.executable, "-m", "appliance"]
-_MARK_START = "<!-- daemon benchmark: start -->"
-_MARK_END = "<!-- daemon benchmark: end -->"
 _TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -128,7 +126,6 @@ def render(result: dict, machine: dict, command: str) -> str:
     """The report section."""
     share = result["cpu_share_of_one_core_at_1x"]
     return "\n".join([
-        _MARK_START,
         "## Daemon: a one-hour meeting",
         "",
         f"`{command}` on {machine.get('cpu', 'this machine')}, {machine.get('cores', '?')} "
@@ -151,15 +148,7 @@ def render(result: dict, machine: dict, command: str) -> str:
         f"| largest transcription backlog seen | {result['backlog_max_s']} s | |",
         f"| wall time for the hour at {result['speed']:g}x | {result['recorded_wall_s']} s | |",
         "",
-        _MARK_END,
     ])
-
-
-def _replace_section(document: str, section: str) -> str:
-    if _MARK_START in document and _MARK_END in document:
-        head, rest = document.split(_MARK_START, 1)
-        return head + section + rest.split(_MARK_END, 1)[1]
-    return document.rstrip("\n") + "\n\n" + section + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -177,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     command = shlex.join(["python", "-m", "benchmarks.daemon",
                           *(argv if argv is not None else sys.argv[1:])])
     document = args.output.read_text() if args.output.exists() else "# Benchmarks\n"
-    args.output.write_text(_replace_section(document, render(result, machine, command)))
+    args.output.write_text(report_sections.replace(document, render(result, machine, command)))
     _say(f"wrote the daemon section of {args.output}")
     return 0
 

@@ -16,6 +16,7 @@ from typing import Any, Sequence
 
 import soundfile
 
+from appliance import report_sections
 from appliance.errors import ApplianceError
 from appliance.evaluate import read_manifest
 from appliance.models import install, store
@@ -206,7 +207,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     output = Path(args.output)
     raw = output.with_suffix(".json")
     _write(raw, json.dumps(document, ensure_ascii=False, indent=1) + "\n")
-    _write(output, report.render(document))
+    previous = output.read_text() if output.exists() else ""
+    _write(output, report_sections.keep_others(previous, report.render(document)))
     _say(f"wrote {output} and {raw}")
     return 1 if any("error" in r for r in results) else 0
 
