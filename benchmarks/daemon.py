@@ -133,7 +133,7 @@ def render(result: dict, machine: dict, command: str) -> str:
         f"{result['threads']} threads), {result['audio_s'] / 60:.1f} min of meeting audio "
         f"(the dev meeting repeated) fed with `appliance start --from-file --speed "
         f"{result['speed']:g}` (paced at {result['speed']:g}x real time), stopped with "
-        "`appliance stop --wait` at the hour. Load average when written: "
+        "`appliance stop --wait` at the hour. Load average at the start: "
         f"{', '.join(f'{v:.2f}' for v in machine.get('load_average', ()))} (above 0 means "
         "other work shared the cores and the times are pessimistic).",
         "",
@@ -159,10 +159,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--speed", type=float, default=16.0, help="pace, times real time")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
+    machine = describe(_ROOT)  # before the run: its load average is the other work's
     with tempfile.TemporaryDirectory(prefix="bench-daemon-") as scratch:
         result = measure(args.minutes, args.speed, args.threads, Path(scratch))
     _say(json.dumps(result))
-    machine = describe(_ROOT)
     command = shlex.join(["python", "-m", "benchmarks.daemon",
                           *(argv if argv is not None else sys.argv[1:])])
     document = args.output.read_text() if args.output.exists() else "# Benchmarks\n"
