@@ -86,6 +86,7 @@ class ControlServer:
         self.path = path
         self._handler = handler
         self._server: asyncio.AbstractServer | None = None
+        self._connections: set[asyncio.Task] = set()
 
     async def start(self) -> None:
         """Bind the socket, replacing a stale one left by a killed daemon."""
@@ -103,15 +104,21 @@ class ControlServer:
             raise ControlError(f"{self.path}: cannot listen: {err.strerror or err}") from err
 
     async def close(self) -> None:
-        """Stop listening and remove the socket file."""
+        """Stop listening, end the connections still open, and remove the socket file."""
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
             self._server = None
+        for task in self._connections:
+            task.cancel()
+        await asyncio.gather(*self._connections, return_exceptions=True)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.path)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._connections.add(task)
         try:
             try:
                 line = await asyncio.wait_for(reader.readuntil(b"\n"), 10.0)
@@ -131,6 +138,7 @@ class ControlServer:
         except (ConnectionError, OSError):
             pass  # the client went away; nothing to answer
         finally:
+            self._connections.discard(task)
             writer.close()
             with contextlib.suppress(ConnectionError, OSError):
                 await writer.wait_closed()

@@ -134,6 +134,16 @@ def test_server_survives_garbage_and_oversized_requests(tmp_path):
         close()
 
 
+def test_close_ends_a_connection_that_has_sent_nothing(tmp_path):
+    path, close = _serve(tmp_path / "run" / "control.sock", _echo)
+    with socket.socket(socket.AF_UNIX) as idle:
+        idle.settimeout(3)  # the server itself would wait 10 s for a request line
+        idle.connect(str(path))
+        request(path, "status")  # the idle connection is accepted by now
+        close()
+        assert idle.recv(64) == b""
+
+
 def test_stale_socket_replaced_live_one_refused(tmp_path):
     path = tmp_path / "control.sock"
     stale = socket.socket(socket.AF_UNIX)
