@@ -53,6 +53,7 @@ demo: model
 bench: model
 	$(BIN)/python -m benchmarks.run --output docs/benchmarks.md
 	$(BIN)/appliance bench parallel --output docs/benchmarks.md
+	$(BIN)/python -m benchmarks.timings --output docs/benchmarks.md
 	$(BIN)/python -m benchmarks.daemon --output docs/benchmarks.md
 
 clean:

@@ -360,6 +360,12 @@ class Transcriber:
         """Decode, segment and transcribe one audio file; progress in seconds of the file."""
         return transcript_of_file(self, path, segmenter, language, progress)
 
+    def log_timings(self, reset: bool = True) -> None:
+        """Have whisper.cpp log its time per stage (mel, encode, decode) since the last reset."""
+        self._pw.whisper_print_timings(self._ctx)
+        if reset:
+            self._pw.whisper_reset_timings(self._ctx)
+
     def close(self) -> None:
         """Free the whisper.cpp context."""
         if self._ctx is not None:

@@ -1,0 +1,27 @@
+"""benchmarks.timings reads whisper.cpp's stage timings from a real decode."""
+
+import logging
+from pathlib import Path
+
+from appliance.transcribe import Transcriber
+from appliance.vad import Segmenter
+from benchmarks.timings import stages
+
+JFK = Path(__file__).parent / "data" / "speech" / "jfk" / "jfk.flac"
+
+
+def test_stage_timings_of_one_clip_then_reset(tiny_en_installed, caplog):
+    with Transcriber(tiny_en_installed["q5_1"]) as transcriber:
+        with caplog.at_level(logging.DEBUG, logger="whisper.cpp"):
+            text = transcriber.transcribe_file(JFK, Segmenter(), "en").text
+            transcriber.log_timings()
+            first = stages([r.getMessage() for r in caplog.records])
+            caplog.clear()
+            transcriber.log_timings()
+            after_reset = stages([r.getMessage() for r in caplog.records])
+    assert "country" in text
+    encode_ms, windows = first["encode"]
+    decode_ms, tokens = first["decode"]
+    assert windows == 1 and encode_ms > 0  # the 11 s clip is one window
+    assert tokens >= len(text.split()) and decode_ms > 0
+    assert after_reset["encode"][0] == 0.0  # (whisper.cpp reports at least 1 run)
