@@ -28,6 +28,9 @@ SEPARATOR_S = 0.4
 _WHISPER_LOG = logging.getLogger("whisper.cpp")
 _LOG_HOOK = threading.Lock()
 _hooked = False
+_GGML_LOG_ERROR = 4  # enum ggml_log_level
+_LOAD = threading.Lock()  # one model load at a time, so its error lines are its own
+_load_errors: list[str] = []
 
 
 class Speech(Protocol):
@@ -37,6 +40,12 @@ class Speech(Protocol):
     samples: np.ndarray
 
 
+def _log(level: int, text: str) -> None:
+    if level == _GGML_LOG_ERROR:
+        _load_errors.append(text.strip())
+    _WHISPER_LOG.debug("%s", text.rstrip())
+
+
 def _whisper():
     """Import the binding and route whisper.cpp's own log lines into logging at DEBUG."""
     global _hooked
@@ -44,12 +53,28 @@ def _whisper():
 
     with _LOG_HOOK:
         if not _hooked:
-            pw.whisper_log_set(lambda level, text: _WHISPER_LOG.debug("%s", text.rstrip()))
+            pw.whisper_log_set(_log)
             # ggml logs while unloading at interpreter exit, when a Python callback can no
             # longer take the GIL (Fatal Python error, exit 134): restore the C logger first.
             atexit.register(pw.whisper_log_set, None)
             _hooked = True
     return pw
+
+
+def load_context(model_path: Path, load: Callable[[], Any]) -> Any:
+    """Run whisper.cpp's model load; CorruptModelError with its reason if it failed.
+
+    pywhispercpp hands back a context object even when whisper.cpp returned NULL, so a failed
+    load is told by the error line whisper.cpp logs, as well as by a NULL from ctypes.
+    """
+    with _LOAD:
+        _load_errors.clear()
+        context = load()
+        errors = list(_load_errors)
+    if not context or errors:
+        reason = next((e for e in errors if "failed to load model" not in e), "") or "see the log"
+        raise CorruptModelError(f"{model_path}: whisper.cpp could not load the model: {reason}")
+    return context
 
 
 @dataclass(frozen=True)
@@ -295,9 +320,8 @@ class Transcriber:
         context = pw.whisper_context_default_params()
         # Flash attention: measured 1.1x (q8_0) to 2.8x (q5_1) faster encoding on x86 here.
         context.flash_attn = True
-        self._ctx = pw.whisper_init_from_file_with_params(str(model_path), context)
-        if self._ctx is None:
-            raise CorruptModelError(f"{model_path}: whisper.cpp could not load the model")
+        self._ctx = load_context(
+            model_path, lambda: pw.whisper_init_from_file_with_params(str(model_path), context))
         strategy = pw.whisper_sampling_strategy
         self._params = params = pw.whisper_full_default_params(
             strategy.WHISPER_SAMPLING_GREEDY if options.beam_size <= 1

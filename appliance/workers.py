@@ -17,7 +17,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from .audio import SAMPLE_RATE
-from .errors import ApplianceError, CorruptModelError
+from .errors import ApplianceError
 from .models import store
 from .transcribe import (
     DecodeOptions,
@@ -25,6 +25,7 @@ from .transcribe import (
     Transcriber,
     _whisper,
     checked_language,
+    load_context,
     decoded_segments,
     pack,
     transcribe_windows,
@@ -336,10 +337,9 @@ class TranscriberPool:
                 context = _ContextParams.from_buffer_copy(
                     binding.lib.whisper_context_default_params_by_ref().contents)
                 context.flash_attn = True  # as Transcriber
-                self._context = binding.lib.whisper_init_from_file_with_params_no_state(
-                    str(model_path).encode(), context)
-                if not self._context:
-                    raise CorruptModelError(f"{model_path}: whisper.cpp could not load the model")
+                self._context = load_context(
+                    model_path, lambda: binding.lib.whisper_init_from_file_with_params_no_state(
+                        str(model_path).encode(), context))
                 for _ in range(workers):
                     self._decoders.append(_StateDecoder(binding, self._context, options))
             else:

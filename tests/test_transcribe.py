@@ -15,8 +15,9 @@ from appliance import cli
 from appliance.audio import SAMPLE_RATE, load
 from appliance.errors import CorruptModelError, UsageError
 from appliance.evaluate import Clip, normalize, read_manifest
-from appliance.models import catalog, install
+from appliance.models import catalog, install, store
 from appliance.transcribe import DecodeOptions, SEPARATOR_S, Transcriber, collapse_repeats, pack
+from appliance.workers import TranscriberPool
 from appliance.vad import Segmenter, SpeechSegment
 
 DATA = Path(__file__).parent / "data"
@@ -230,6 +231,23 @@ def test_a_damaged_model_never_reaches_whisper_cpp(tiny_en_installed, tmp_path: 
         handle.write(bytes([byte[0] ^ 0xFF]))
     with pytest.raises(CorruptModelError, match="sha256"):
         Transcriber(copy)
+
+
+@pytest.mark.parametrize("workers", [0, 2])  # 0: Transcriber; 2: a pool on shared weights
+def test_a_model_whisper_cpp_refuses_is_an_error_not_a_crash(
+        tiny_en_installed, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, workers: int) -> None:
+    model = tiny_en_installed[catalog.DEFAULT_QUANT]
+    cut = tmp_path / model.name
+    cut.write_bytes(model.read_bytes()[: model.stat().st_size // 2])
+    # Seam: the appliance's own check would refuse the file first; here it is made to pass so
+    # the file reaches whisper.cpp, as one whisper.cpp cannot load (e.g. out of memory) would.
+    intact = store.verify(model)
+    monkeypatch.setattr(store, "verify", lambda path: intact)
+    with pytest.raises(CorruptModelError, match=r"could not load the model: .*tensors"):
+        if workers:
+            TranscriberPool(cut, workers=workers)
+        else:
+            Transcriber(cut)
 
 
 @pytest.mark.parametrize(("language", "message"), [("sv", "English-only"), ("xx", "English-only")])
