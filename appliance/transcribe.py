@@ -30,7 +30,7 @@ _LOG_HOOK = threading.Lock()
 _hooked = False
 _GGML_LOG_ERROR = 4  # enum ggml_log_level
 _LOAD = threading.Lock()  # one model load at a time, so its error lines are its own
-_load_errors: list[str] = []
+_load_errors: list[str] | None = None  # collecting only while a load runs
 
 
 class Speech(Protocol):
@@ -41,7 +41,7 @@ class Speech(Protocol):
 
 
 def _log(level: int, text: str) -> None:
-    if level == _GGML_LOG_ERROR:
+    if level == _GGML_LOG_ERROR and _load_errors is not None:
         _load_errors.append(text.strip())
     _WHISPER_LOG.debug("%s", text.rstrip())
 
@@ -67,10 +67,13 @@ def load_context(model_path: Path, load: Callable[[], Any]) -> Any:
     pywhispercpp hands back a context object even when whisper.cpp returned NULL, so a failed
     load is told by the error line whisper.cpp logs, as well as by a NULL from ctypes.
     """
+    global _load_errors
     with _LOAD:
-        _load_errors.clear()
-        context = load()
-        errors = list(_load_errors)
+        _load_errors = errors = []
+        try:
+            context = load()
+        finally:
+            _load_errors = None
     if not context or errors:
         reason = next((e for e in errors if "failed to load model" not in e), "") or "see the log"
         raise CorruptModelError(f"{model_path}: whisper.cpp could not load the model: {reason}")
