@@ -17,9 +17,9 @@
 set -euo pipefail
 
 SRC=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-DESTDIR=${DESTDIR:-}
-DESTDIR=${DESTDIR%/}
-PREFIX=${PREFIX:-/opt/meeting-appliance}
+PROG=install
+# shellcheck source=deploy/layout.sh
+. "$SRC/deploy/layout.sh"
 PYTHON=${PYTHON:-python3}
 MODEL=${MODEL-tiny.en}
 QUANT=${QUANT:-q5_1}
@@ -29,22 +29,9 @@ BUILD_WHISPER=${BUILD_WHISPER:-auto}
 GGML_CPU_ARM_ARCH=${GGML_CPU_ARM_ARCH:-armv8-a}
 PYWHISPERCPP_VERSION=${PYWHISPERCPP_VERSION:-1.5.1}
 GPIO=${GPIO:-auto}
-SYSTEMD=${SYSTEMD:-auto}
 
-# Fixed by the unit (StateDirectory=, ConfigurationDirectory=, LoadCredential=).
-SERVICE=meeting-appliance
-CONFDIR=/etc/meeting-appliance
-STATEDIR=/var/lib/meeting-appliance
-UNITDIR=${UNITDIR:-/lib/systemd/system}
-SYSUSERSDIR=${SYSUSERSDIR:-/usr/lib/sysusers.d}
-TMPFILESDIR=${TMPFILESDIR:-/usr/lib/tmpfiles.d}
-UDEVRULESDIR=${UDEVRULESDIR:-/lib/udev/rules.d}
-DOCDIR=${DOCDIR:-/usr/share/doc/meeting-appliance}
 VENV=$DESTDIR$PREFIX
 
-step() { printf '==> %s\n' "$*"; }
-note() { printf '    %s\n' "$*"; }
-die() { printf 'install: error: %s\n' "$*" >&2; exit 1; }
 # auto|yes|no -> 0 (do it) or 1 (skip); $2 is what auto means.
 wanted() {
     case $1 in

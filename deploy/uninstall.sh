@@ -10,23 +10,10 @@
 #   SYSTEMD=auto    yes|no: stop and disable the service; auto = yes unless DESTDIR is set
 set -euo pipefail
 
-DESTDIR=${DESTDIR:-}
-DESTDIR=${DESTDIR%/}
-PREFIX=${PREFIX:-/opt/meeting-appliance}
+PROG=uninstall
+# shellcheck source=deploy/layout.sh
+. "$(dirname "${BASH_SOURCE[0]}")/layout.sh"
 PURGE=${PURGE:-0}
-SYSTEMD=${SYSTEMD:-auto}
-SERVICE=meeting-appliance
-CONFDIR=/etc/meeting-appliance
-STATEDIR=/var/lib/meeting-appliance
-UNITDIR=${UNITDIR:-/lib/systemd/system}
-SYSUSERSDIR=${SYSUSERSDIR:-/usr/lib/sysusers.d}
-TMPFILESDIR=${TMPFILESDIR:-/usr/lib/tmpfiles.d}
-UDEVRULESDIR=${UDEVRULESDIR:-/lib/udev/rules.d}
-DOCDIR=${DOCDIR:-/usr/share/doc/meeting-appliance}
-
-step() { printf '==> %s\n' "$*"; }
-note() { printf '    %s\n' "$*"; }
-die() { printf 'uninstall: error: %s\n' "$*" >&2; exit 1; }
 
 case $PREFIX in /?*) ;; *) die "PREFIX must be an absolute path below /, got '$PREFIX'" ;; esac
 live=yes; [ -n "$DESTDIR" ] && live=no
