@@ -10,7 +10,7 @@ from collections import deque
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Protocol, Sequence
+from typing import Any, Callable, Iterable, Protocol, Self, Sequence
 
 import numpy as np
 
@@ -279,47 +279,76 @@ def transcribe_windows(
     return sorted(result, key=lambda s: s.start_s)
 
 
-class SegmentTranscriber(Protocol):
-    """What transcript_of_file needs: a default language, its check, and transcribe()."""
+class WindowTranscriber:
+    """What Transcriber and TranscriberPool share: the model's language rules, and speech
+    packed into windows that the subclass's _submit_window decodes, _ahead of them in flight."""
 
+    model_path: Path
+    multilingual: bool
     language: str
+    _ahead = 0
 
-    def check_language(self, language: str | None) -> str: ...
+    def _open(self, model_path: Path, options: "DecodeOptions") -> None:
+        found = store.verify(model_path)  # a damaged file must never reach whisper.cpp
+        self.model_path = model_path
+        self.multilingual = found.hparams.multilingual
+        self.language = self.check_language(options.language)
 
-    def transcribe(self, segments: Sequence[Speech], language: str | None = None,
-                   progress: Callable[[int, int], None] | None = None) -> list[Segment]: ...
+    def _submit_window(self, samples: np.ndarray, language: str) -> "Future[list[Segment]]":
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def check_language(self, language: str | None) -> str:
+        """The language code to decode with: English for .en models, else given or detected."""
+        return checked_language(self.model_path, self.multilingual, language)
+
+    def transcribe(
+        self,
+        segments: Sequence[Speech],
+        language: str | None = None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> list[Segment]:
+        """Transcribe speech segments packed into windows; times are the recording's."""
+        language = self.check_language(language) if language else self.language
+        return transcribe_windows(pack(segments), self._submit_window, language, progress,
+                                  ahead=self._ahead)
+
+    def transcribe_file(
+        self,
+        path: Path,
+        segmenter: Segmenter,
+        language: str | None = None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> Transcript:
+        """Decode, segment and transcribe one audio file; progress in seconds of the file."""
+        samples = load(path)
+        language = self.check_language(language) if language else self.language
+        duration_s = samples.size / SAMPLE_RATE
+        speech = segmenter.segments(samples)
+
+        def windows_done(done: int, total: int) -> None:
+            if progress:
+                progress(round(duration_s * done / total), round(duration_s))
+
+        segments = self.transcribe(speech, language, windows_done)
+        return Transcript(tuple(segments), language, duration_s)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
-def transcript_of_file(
-    engine: SegmentTranscriber,
-    path: Path,
-    segmenter: Segmenter,
-    language: str | None = None,
-    progress: Callable[[int, int], None] | None = None,
-) -> Transcript:
-    """Decode, segment and transcribe one audio file; progress in seconds of the file."""
-    samples = load(path)
-    language = engine.check_language(language) if language else engine.language
-    duration_s = samples.size / SAMPLE_RATE
-    speech = segmenter.segments(samples)
-
-    def windows_done(done: int, total: int) -> None:
-        if progress:
-            progress(round(duration_s * done / total), round(duration_s))
-
-    segments = engine.transcribe(speech, language, windows_done)
-    return Transcript(tuple(segments), language, duration_s)
-
-
-class Transcriber:
-    """One whisper.cpp context, loaded once and reused for every window."""
+class Transcriber(WindowTranscriber):
+    """One whisper.cpp context, loaded once and reused for every window; each window is
+    decoded when its turn comes, then its skipped pieces (_ahead 0)."""
 
     def __init__(self, model_path: Path, options: DecodeOptions = DecodeOptions()) -> None:
-        found = store.verify(model_path)  # a damaged file must never reach whisper.cpp
-        self.multilingual = found.hparams.multilingual
-        self.model_path = model_path
         self._pw = pw = _whisper()
-        self.language = self.check_language(options.language)
+        self._open(model_path, options)
         context = pw.whisper_context_default_params()
         # Flash attention: measured 1.1x (q8_0) to 2.8x (q5_1) faster encoding on x86 here.
         context.flash_attn = True
@@ -335,10 +364,6 @@ class Transcriber:
         params.language = self.language
         self._lock = threading.Lock()
         _LOGGER.info("loaded %s (%s, %d threads)", model_path.name, self.language, options.threads)
-
-    def check_language(self, language: str | None) -> str:
-        """The language code to decode with: English for .en models, else given or detected."""
-        return checked_language(self.model_path, self.multilingual, language)
 
     def transcribe_window(self, samples: np.ndarray, language: str | None = None) -> list[Segment]:
         """Decode one window (at most 30 s); times are relative to the window."""
@@ -357,7 +382,7 @@ class Transcriber:
                 for i in range(pw.whisper_full_n_segments(ctx))
             )
 
-    def _decode_now(self, samples: np.ndarray, language: str) -> "Future[list[Segment]]":
+    def _submit_window(self, samples: np.ndarray, language: str) -> "Future[list[Segment]]":
         """transcribe_window as an already finished Future, for transcribe_windows."""
         future: Future[list[Segment]] = Future()
         try:
@@ -365,27 +390,6 @@ class Transcriber:
         except Exception as err:
             future.set_exception(err)
         return future
-
-    def transcribe(
-        self,
-        segments: Sequence[Speech],
-        language: str | None = None,
-        progress: Callable[[int, int], None] | None = None,
-    ) -> list[Segment]:
-        """Transcribe speech segments packed into windows; times are the recording's."""
-        language = self.check_language(language) if language else self.language
-        # ahead=0: each window is decoded when its turn comes, then its skipped pieces.
-        return transcribe_windows(pack(segments), self._decode_now, language, progress)
-
-    def transcribe_file(
-        self,
-        path: Path,
-        segmenter: Segmenter,
-        language: str | None = None,
-        progress: Callable[[int, int], None] | None = None,
-    ) -> Transcript:
-        """Decode, segment and transcribe one audio file; progress in seconds of the file."""
-        return transcript_of_file(self, path, segmenter, language, progress)
 
     def log_timings(self, reset: bool = True) -> None:
         """Have whisper.cpp log its time per stage (mel, encode, decode) since the last reset."""
@@ -398,9 +402,3 @@ class Transcriber:
         if self._ctx is not None:
             self._pw.whisper_free(self._ctx)
             self._ctx = None
-
-    def __enter__(self) -> "Transcriber":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()

@@ -12,27 +12,21 @@ import time
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 import numpy as np
 
 from .audio import SAMPLE_RATE
 from .errors import ApplianceError
-from .models import store
 from .transcribe import (
     DecodeOptions,
-    Speech,
     Transcriber,
+    WindowTranscriber,
     _whisper,
-    checked_language,
-    load_context,
     decoded_segments,
-    pack,
-    transcribe_windows,
-    transcript_of_file,
+    load_context,
 )
-from .transcript import Segment, Transcript
-from .vad import Segmenter
+from .transcript import Segment
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -296,7 +290,7 @@ class WorkerInfo:
     context: int | None  # whisper_context address, shared by every worker on shared weights
 
 
-class TranscriberPool:
+class TranscriberPool(WindowTranscriber):
     """N workers decoding windows side by side; the same results as one Transcriber.
 
     With shared weights (the default where the bundled libwhisper allows it) the model is
@@ -314,11 +308,9 @@ class TranscriberPool:
     ) -> None:
         if workers < 1:
             raise ValueError("workers must be at least 1")
-        found = store.verify(model_path)  # a damaged file must never reach whisper.cpp
-        self.model_path = model_path
-        self.multilingual = found.hparams.multilingual
-        self.language = self.check_language(options.language)
+        self._open(model_path, options)
         self.workers = workers
+        self._ahead = workers  # one window more than workers in flight: none idles meanwhile
         self.threads = options.threads
         self._on_decoded = on_decoded
         self._context: int | None = None
@@ -361,10 +353,6 @@ class TranscriberPool:
         _LOGGER.info("loaded %s: %d workers x %d threads, %s", model_path.name, workers,
                      self.threads, "shared weights" if self.shared_weights else "a model each")
 
-    def check_language(self, language: str | None) -> str:
-        """The language code to decode with: English for .en models, else given or detected."""
-        return checked_language(self.model_path, self.multilingual, language)
-
     def worker_info(self) -> list[WorkerInfo]:
         """One entry per worker, in worker order."""
         return [WorkerInfo(i, t, d.threads, d.state, self._context)
@@ -384,31 +372,11 @@ class TranscriberPool:
             self._jobs.put((future, samples, language))
         return future
 
+    _submit_window = submit
+
     def transcribe_window(self, samples: np.ndarray, language: str | None = None) -> list[Segment]:
         """Decode one window (at most 30 s) on the next free worker; times are the window's."""
         return self.submit(samples, language).result()
-
-    def transcribe(
-        self,
-        segments: Sequence[Speech],
-        language: str | None = None,
-        progress: Callable[[int, int], None] | None = None,
-    ) -> list[Segment]:
-        """Transcribe speech segments packed into windows spread over the workers."""
-        language = self.check_language(language) if language else self.language
-        # One window more than workers in flight: none idles while a result is collected.
-        return transcribe_windows(pack(segments), self.submit, language, progress,
-                                  ahead=self.workers)
-
-    def transcribe_file(
-        self,
-        path: Path,
-        segmenter: Segmenter,
-        language: str | None = None,
-        progress: Callable[[int, int], None] | None = None,
-    ) -> Transcript:
-        """Decode, segment and transcribe one audio file; progress in seconds of the file."""
-        return transcript_of_file(self, path, segmenter, language, progress)
 
     def _work(self, index: int, decoder: _StateDecoder | _ModelDecoder) -> None:
         while (job := self._jobs.get()) is not None:
@@ -444,9 +412,3 @@ class TranscriberPool:
         if self._context:
             bindings().lib.whisper_free(self._context)
             self._context = None
-
-    def __enter__(self) -> "TranscriberPool":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
