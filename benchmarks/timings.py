@@ -20,7 +20,7 @@ from appliance.models import store
 from appliance.transcribe import DecodeOptions, Transcriber
 from appliance.vad import Segmenter
 
-from .configs import MEETING, MEETING_LANGUAGE
+from .configs import MEETING, MEETING_LANGUAGE, ROOT
 from .machine import describe
 
 HEADING = "## Where whisper.cpp spends the meeting"
@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
     directory = args.dir or store.default_dir()
-    machine = describe(MEETING.parents[3])
+    machine = describe(ROOT)
     rows = []
     for quant in QUANTS:
         model = store.model_path(directory, "tiny.en", quant)
