@@ -104,6 +104,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dir", type=Path, default=None, help="models folder")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
+    if args.threads < 1:
+        parser.error("--threads must be 1 or more")
     directory = args.dir or store.default_dir()
     machine = describe(ROOT)
     rows = []
