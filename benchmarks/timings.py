@@ -116,6 +116,10 @@ def main(argv: list[str] | None = None) -> int:
             continue
         rows.append(measure(model, args.threads))
         print(f"bench timings: {quant}: {rows[-1]['wall_s']:.2f} s", file=sys.stderr, flush=True)
+    if not rows:
+        print(f"bench timings: error: no tiny.en model installed in {directory} "
+              "(make model installs one)", file=sys.stderr)
+        return 2
     command = shlex.join(["python", "-m", "benchmarks.timings",
                           *(argv if argv is not None else sys.argv[1:])])
     document = args.output.read_text() if args.output.exists() else "# Benchmarks\n"
