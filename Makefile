@@ -5,7 +5,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMPS := .stamps
 MODEL ?= tiny.en
-QUANT ?= q5_1
+QUANT ?= q8_0
+# What the recorder decodes with ([transcriber] quant): less memory than q8_0.
+RECORDER_QUANT ?= q5_1
 # libsndfile1: soundfile; libportaudio2: sounddevice; libsystemd-dev + pkg-config: systemd-python's
 # build; pulseaudio, pulseaudio-utils, libasound2-plugins: the virtual capture device of the tests and
 # the demo; systemd: systemd-analyze for the unit's tests; build-essential: whisper.cpp's build.
@@ -44,6 +46,7 @@ venv: $(STAMPS)/venv
 model: $(STAMPS)/venv
 	$(BIN)/appliance models install $(MODEL) --quant f16
 	$(BIN)/appliance models install $(MODEL) --quant $(QUANT)
+	$(BIN)/appliance models install $(MODEL) --quant $(RECORDER_QUANT)
 
 test: model
 	$(BIN)/python -m pytest
@@ -66,7 +69,7 @@ clean:
 # PREFIX, APT, BUILD_WHISPER, GPIO, SYSTEMD, PURGE (see their headers) from the command line.
 .PHONY: install uninstall
 install:
-	MODEL='$(MODEL)' QUANT='$(QUANT)' PYTHON='$(PYTHON)' ./deploy/install.sh
+	MODEL='$(MODEL)' QUANT='$(RECORDER_QUANT)' PYTHON='$(PYTHON)' ./deploy/install.sh
 
 uninstall:
 	./deploy/uninstall.sh

@@ -25,10 +25,10 @@ from .notify import Notifier
 from .outbox import Outbox
 from .spool import Spool
 from .store import DELIVERING, DONE, FINISHING, UNFINISHED, Database, Meeting
-from .transcribe import DecodeOptions, Transcriber
+from .transcribe import DecodeOptions
 from .transcript import FORMATS, render
 from .vad import Segmenter, SpeechSegment
-from .workers import TranscriberPool
+from .workers import open_transcriber
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -45,9 +45,7 @@ def load_engine(config: Config) -> Engine:
         else model_store.default_dir()
     path = model_store.resolve(config.transcriber.model, directory, config.transcriber.quant)
     options = DecodeOptions(threads=config.transcriber.threads)
-    workers = config.transcriber.workers
-    engine: Any = Transcriber(path, options) if workers == 1 \
-        else TranscriberPool(path, options, workers=workers)
+    engine: Any = open_transcriber(path, options, config.transcriber.workers)
     engine.transcribe([SpeechSegment(0.0, 1.0, np.zeros(16000, dtype=np.float32))], None)
     return engine
 

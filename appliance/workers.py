@@ -17,7 +17,7 @@ from typing import Any, Callable
 import numpy as np
 
 from .audio import SAMPLE_RATE
-from .errors import ApplianceError
+from .errors import ApplianceError, UsageError
 from .transcribe import (
     DecodeOptions,
     Transcriber,
@@ -35,7 +35,7 @@ class BindingError(ApplianceError, RuntimeError):
     """The bundled libwhisper cannot be called through ctypes safely (missing, other layout)."""
 
 
-# whisper.h of whisper.cpp 1.8.5, the version pywhispercpp 1.5.1's wheel bundles. Only the
+# whisper.h of whisper.cpp 1.8.5, the version in pywhispercpp 1.5.1. Only the
 # sizes and offsets matter; check_layout() compares them with the compiled library at load.
 class _ContextParams(ctypes.Structure):
     _fields_ = [
@@ -411,3 +411,14 @@ class TranscriberPool(WindowTranscriber):
         if self._context:
             bindings().lib.whisper_free(self._context)
             self._context = None
+
+
+def open_transcriber(
+    model_path: Path, options: DecodeOptions, workers: int = 1
+) -> Transcriber | TranscriberPool:
+    """One context for one worker, else a pool of `workers` states on shared weights."""
+    if workers < 1:
+        raise UsageError(f"--workers must be 1 or more, not {workers}")
+    if workers > 1:
+        return TranscriberPool(model_path, options, workers=workers)
+    return Transcriber(model_path, options)

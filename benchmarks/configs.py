@@ -12,6 +12,7 @@ MANIFEST = ROOT / "tests" / "data" / "speech" / "manifest.jsonl"
 MEETING = ROOT / "tests" / "data" / "meetings" / "dev-meeting-01.flac"
 MEETING_TEXT = MEETING.with_suffix(".txt")
 MEETING_LANGUAGE = "en"
+MEETING_RUNS = 3  # each engine transcribes the meeting this many times; the median is reported
 SWEDISH_SET = "commonvoice_sv"
 QUICK_SETS = ("jfk", "librivox_sense_sensibility")
 

@@ -167,12 +167,14 @@ def _method(document: dict[str, Any]) -> list[str]:
     threads = document["threads"]
     sets = ", ".join(document["english_sets"])
     return [
-        f"- {threads} threads for both engines; one configuration at a time, each in a fresh "
+        f"- {threads} threads for both engines (total); one configuration at a time, each in a fresh "
         "process. Peak RSS is that process's maximum resident set (its own VmHWM), load included. "
         "MB are 10^6 bytes.",
-        "- whisper.cpp runs the product path: `Transcriber(path, DecodeOptions(threads=T))` "
-        "(load time includes the file's sha256 check against its install record: `verify_s` in "
-        "the JSON), then `transcribe_file(audio, Segmenter(), language)` per clip and for the "
+        "- whisper.cpp runs the product path as `appliance transcribe` does by default: "
+        f"`open_transcriber(path, DecodeOptions(threads=1), workers={threads})`, {threads} "
+        "decoding states of one thread each on one copy of the weights, built by "
+        "`deploy/build-whisper.sh` for this CPU (load time includes the file's sha256 check "
+        "against its install record: `verify_s` in the JSON), then `transcribe_file(audio, Segmenter(), language)` per clip and for the "
         "meeting: webrtcvad segments packed into 30 s windows, greedy, no previous-text "
         "conditioning.",
         "- faster-whisper loads the same CTranslate2 weights the appliance converts, "
@@ -187,7 +189,9 @@ def _method(document: dict[str, Any]) -> list[str]:
         "models only.",
         f"- Meeting: `{configs.MEETING.relative_to(configs.ROOT)}` "
         f"({document['meeting_audio_s']:.0f} s), WER against its `.txt` after the same "
-        "normalization; RTF is wall seconds per second of audio.",
+        "normalization; RTF is wall seconds per second of audio. Each engine transcribes the "
+        f"meeting {configs.MEETING_RUNS} times after its clips; the table gives the median "
+        "(every run is in the JSON as `runs_s`).",
     ]
 
 

@@ -1,4 +1,4 @@
-"""ggml's own quantizer, called in the libggml that pywhispercpp's wheel bundles."""
+"""ggml's own quantizer, called in the libggml that comes with pywhispercpp (built or wheel)."""
 
 from __future__ import annotations
 
