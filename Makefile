@@ -58,6 +58,7 @@ demo: model
 # Each step rewrites only its own part of docs/benchmarks.md; run on an otherwise idle machine.
 bench: model
 	$(BIN)/python -m benchmarks.run --output docs/benchmarks.md
+	$(BIN)/python -m benchmarks.interleaved --output docs/benchmarks.md
 	$(BIN)/appliance bench parallel --output docs/benchmarks.md
 	$(BIN)/python -m benchmarks.timings --output docs/benchmarks.md
 	$(BIN)/python -m benchmarks.daemon --output docs/benchmarks.md

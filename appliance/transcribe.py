@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import functools
 import logging
 import re
 import threading
@@ -287,6 +288,7 @@ class WindowTranscriber:
     multilingual: bool
     language: str
     _ahead = 0
+    _alone_threads: int | None = None  # threads for a file of one window, if not the usual
 
     def _open(self, model_path: Path, options: "DecodeOptions") -> None:
         found = store.verify(model_path)  # a damaged file must never reach whisper.cpp
@@ -312,8 +314,11 @@ class WindowTranscriber:
     ) -> list[Segment]:
         """Transcribe speech segments packed into windows; times are the recording's."""
         language = self.check_language(language) if language else self.language
-        return transcribe_windows(pack(segments), self._submit_window, language, progress,
-                                  ahead=self._ahead)
+        windows = pack(segments)
+        submit = self._submit_window
+        if len(windows) == 1 and self._alone_threads:
+            submit = functools.partial(submit, threads=self._alone_threads)
+        return transcribe_windows(windows, submit, language, progress, ahead=self._ahead)
 
     def transcribe_file(
         self,

@@ -227,12 +227,13 @@ class _StateDecoder:
     def threads(self) -> int:
         return self.params.n_threads
 
-    def decode(self, samples: np.ndarray, language: str) -> list[Segment]:
+    def decode(self, samples: np.ndarray, language: str, threads: int) -> list[Segment]:
         """whisper_full_with_state on one window; ctypes lets go of the GIL meanwhile."""
         lib, state = self._lib, self.state
         # As the binding sets language: the canonical code, or "" to detect.
         lang_id = lib.whisper_lang_id(language.encode()) if language != "auto" else -1
         self.params.language = lib.whisper_lang_str(lang_id) if lang_id >= 0 else b""
+        self.params.n_threads = threads
         audio = np.ascontiguousarray(samples, dtype=np.float32)
         pcm = audio.ctypes.data_as(ctypes.POINTER(ctypes.c_float))
         if lib.whisper_full_with_state(self._context, state, self.params, pcm, audio.size) != 0:
@@ -261,7 +262,8 @@ class _ModelDecoder:
         self._transcriber = Transcriber(model_path, options)
         self.threads = options.threads
 
-    def decode(self, samples: np.ndarray, language: str) -> list[Segment]:
+    def decode(self, samples: np.ndarray, language: str, threads: int) -> list[Segment]:
+        """One window on this worker's model, always with its own thread count."""
         return self._transcriber.transcribe_window(samples, language)
 
     def close(self) -> None:
@@ -276,6 +278,7 @@ class Decoded:
     started: float
     finished: float
     audio_s: float
+    threads: int
 
 
 @dataclass(frozen=True)
@@ -311,6 +314,8 @@ class TranscriberPool(WindowTranscriber):
         self.workers = workers
         self._ahead = workers  # one window more than workers in flight: none idles meanwhile
         self.threads = options.threads
+        # A file of one window would leave all workers but one idle: it gets all their threads.
+        self._alone_threads = workers * options.threads
         self._on_decoded = on_decoded
         self._context: int | None = None
         self._decoders: list[_StateDecoder | _ModelDecoder] = []
@@ -339,7 +344,8 @@ class TranscriberPool(WindowTranscriber):
         except BaseException:
             self._free()
             raise
-        self._jobs: queue.SimpleQueue[tuple[Future, np.ndarray, str] | None] = queue.SimpleQueue()
+        self._jobs: queue.SimpleQueue[tuple[Future, np.ndarray, str, int] | None] = \
+            queue.SimpleQueue()
         self._closed = False
         self._closing = threading.Lock()
         self._threads = [
@@ -357,8 +363,10 @@ class TranscriberPool(WindowTranscriber):
         return [WorkerInfo(i, t, d.threads, d.state, self._context)
                 for i, (t, d) in enumerate(zip(self._threads, self._decoders))]
 
-    def submit(self, samples: np.ndarray, language: str | None = None) -> Future[list[Segment]]:
-        """Queue one window (at most 30 s; do not modify it meanwhile) for the next free worker.
+    def submit(self, samples: np.ndarray, language: str | None = None,
+               threads: int | None = None) -> Future[list[Segment]]:
+        """Queue one window (at most 30 s; do not modify it meanwhile) for the next free worker,
+        decoded with `threads` threads (default: the pool's threads per worker).
 
         Times in the result are the window's. A daemon awaits it with asyncio.wrap_future();
         the queue is not bounded here, so callers bound what they have in flight.
@@ -368,7 +376,7 @@ class TranscriberPool(WindowTranscriber):
         with self._closing:
             if self._closed:
                 raise RuntimeError("the transcriber pool is closed")
-            self._jobs.put((future, samples, language))
+            self._jobs.put((future, samples, language, threads or self.threads))
         return future
 
     _submit_window = submit
@@ -379,18 +387,18 @@ class TranscriberPool(WindowTranscriber):
 
     def _work(self, index: int, decoder: _StateDecoder | _ModelDecoder) -> None:
         while (job := self._jobs.get()) is not None:
-            future, samples, language = job
+            future, samples, language, threads = job
             if not future.set_running_or_notify_cancel():
                 continue
             started = time.perf_counter()
             try:
-                result = decoder.decode(samples, language)
+                result = decoder.decode(samples, language, threads)
             except Exception as err:  # the window fails, the worker goes on
                 future.set_exception(err)
                 continue
             if self._on_decoded is not None:
                 self._on_decoded(Decoded(index, started, time.perf_counter(),
-                                         len(samples) / SAMPLE_RATE))
+                                         len(samples) / SAMPLE_RATE, threads))
             future.set_result(result)
 
     def close(self) -> None:

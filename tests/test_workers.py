@@ -132,6 +132,15 @@ def test_meeting_windows_spread_over_workers_equal_one_transcriber(pool, meeting
     assert {d.worker for d in pool.decoded} == {0, 1}
 
 
+def test_a_file_of_one_window_gets_every_workers_thread(pool, clips, meeting_speech) -> None:
+    pool.decoded.clear()
+    pool.transcribe(Segmenter().segments(clips[0]))
+    assert [d.threads for d in pool.decoded] == [2]  # 2 workers x 1 thread, on the one window
+    pool.decoded.clear()
+    pool.transcribe(meeting_speech)  # three windows: one thread each, side by side
+    assert len(pool.decoded) >= 3 and {d.threads for d in pool.decoded} == {1}
+
+
 def test_separate_models_equal_one_transcriber(model, clips, reference) -> None:
     with TranscriberPool(model, OPTIONS, workers=2, shared_weights=False) as own:
         futures = [own.submit(c) for c in clips[:2]]
@@ -139,11 +148,12 @@ def test_separate_models_equal_one_transcriber(model, clips, reference) -> None:
 
 
 def test_command_with_workers_prints_what_one_worker_prints(model, tmp_path, capsys) -> None:
+    # Files of one window each: three workers give it their three threads.
     files = [str(DATA / "speech" / "jfk" / "jfk.flac"), str(tmp_path / "gone.flac"),
              str(sorted((DATA / "speech" / "librispeech_fixtures").glob("*.flac"))[0])]
     outputs = []
-    for workers_n in ("1", "3"):
-        code = cli.main(["transcribe", "--model", str(model), "--threads", "1",
+    for workers_n, threads_n in (("1", "3"), ("3", "1")):
+        code = cli.main(["transcribe", "--model", str(model), "--threads", threads_n,
                          "--workers", workers_n, *files])
         outputs.append((code, *capsys.readouterr()))
     assert outputs[0] == outputs[1]

@@ -1,0 +1,108 @@
+"""The meeting-time ratio against faster-whisper, with the two engines taking turns.
+
+benchmarks.run measures one configuration after the other, so a neighbour's load that comes
+and goes on a shared machine can land on one engine only. Here one process loads the default
+whisper.cpp engine (as `appliance transcribe` runs it) and faster-whisper int8 on the same
+tiny.en weights, then transcribes the dev meeting with each in turn, ROUNDS times; the ratio
+is taken between the medians. Writes the "Meeting time, engines taking turns" section.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+from appliance import report_sections
+from appliance.models import catalog, store
+from appliance.transcribe import DecodeOptions
+from appliance.vad import Segmenter
+from appliance.workers import open_transcriber
+
+from . import peer
+from .configs import MEETING, MEETING_LANGUAGE, ROOT
+from .machine import describe
+
+HEADING = "## Meeting time, engines taking turns"
+# Pause before each timed run: the previous engine's thread pools (CTranslate2's OpenMP,
+# onnxruntime's for Silero VAD) spin on the cores for a while after their work.
+_SETTLE_S = 2.0
+
+
+def measure(model: Path, threads: int, rounds: int, scratch: Path) -> dict[str, list[float]]:
+    """Seconds per meeting transcription for each engine, round by round."""
+    fw = peer.load(peer.model_folder(catalog.DEFAULT_MODEL, scratch), "int8", threads)
+    with open_transcriber(model, DecodeOptions(threads=1), workers=threads) as ours:
+        engines: dict[str, Callable[[], object]] = {
+            f"whisper.cpp {model.name}, {threads} workers x 1 thread":
+                lambda: ours.transcribe_file(MEETING, Segmenter(), MEETING_LANGUAGE),
+            "faster-whisper int8, whole file":
+                lambda: peer.transcribe(fw, str(MEETING), MEETING_LANGUAGE),
+            "faster-whisper int8, vad_filter=True":
+                lambda: peer.transcribe(fw, str(MEETING), MEETING_LANGUAGE, True),
+        }
+        for run in engines.values():  # warm-up, not timed
+            run()
+        times: dict[str, list[float]] = {name: [] for name in engines}
+        for done in range(1, rounds + 1):
+            for name, run in engines.items():
+                time.sleep(_SETTLE_S)
+                started = time.perf_counter()
+                run()
+                times[name].append(time.perf_counter() - started)
+            print(f"bench interleaved: round {done}/{rounds}", file=sys.stderr, flush=True)
+    return times
+
+
+def render(times: dict[str, list[float]], machine: dict, command: str) -> str:
+    """The report section: medians, every run, and each engine's ratio to ours."""
+    ours = next(iter(times))
+    ours_s = statistics.median(times[ours])
+    lines = [
+        HEADING, "",
+        f"`{command}` on {machine.get('cpu', 'this machine')}, {machine.get('cores', '?')} cores, "
+        f"load average at the start {machine['load_average'][0]:.2f}: one process, the dev "
+        f"meeting transcribed by each engine in turn, after one untimed warm-up each and a "
+        f"{_SETTLE_S:.0f} s pause before each run.", "",
+        "| engine | median s | runs s | whisper.cpp / this |",
+        "| --- | ---: | --- | ---: |",
+    ]
+    for name, runs in times.items():
+        median = statistics.median(runs)
+        lines.append(f"| {name} | {median:.2f} | {', '.join(f'{r:.2f}' for r in runs)} | "
+                     f"{ours_s / median:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse arguments, measure, write the section."""
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.interleaved", description=__doc__)
+    parser.add_argument("--output", type=Path, default=Path("docs/benchmarks.md"))
+    parser.add_argument("--threads", type=int, default=2, help="threads per engine (default 2)")
+    parser.add_argument("--rounds", type=int, default=5, help="timed runs per engine (default 5)")
+    args = parser.parse_args(argv)
+    if args.threads < 1 or args.rounds < 1:
+        parser.error("--threads and --rounds must be 1 or more")
+    model = store.model_path(store.default_dir(), catalog.DEFAULT_MODEL, catalog.DEFAULT_QUANT)
+    if not model.exists():
+        print(f"bench interleaved: error: {model} is not installed (make model installs it)",
+              file=sys.stderr)
+        return 2
+    machine = describe(ROOT)  # before the run: its load average is the other work's
+    with tempfile.TemporaryDirectory(prefix="bench-interleaved-") as scratch:
+        times = measure(model, args.threads, args.rounds, Path(scratch))
+    command = shlex.join(["python", "-m", "benchmarks.interleaved",
+                          *(argv if argv is not None else sys.argv[1:])])
+    document = args.output.read_text() if args.output.exists() else "# Benchmarks\n"
+    args.output.write_text(report_sections.replace(document, render(times, machine, command)))
+    print(f"bench interleaved: wrote the interleaved section of {args.output}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
