@@ -222,10 +222,7 @@ class _StateDecoder:
                     setattr(getattr(self.params, name), field, item)
             else:
                 setattr(self.params, name, value)
-
-    @property
-    def threads(self) -> int:
-        return self.params.n_threads
+        self.threads = options.threads  # per window unless decode is given another count
 
     def decode(self, samples: np.ndarray, language: str, threads: int) -> list[Segment]:
         """whisper_full_with_state on one window; ctypes lets go of the GIL meanwhile."""
@@ -263,8 +260,7 @@ class _ModelDecoder:
         self.threads = options.threads
 
     def decode(self, samples: np.ndarray, language: str, threads: int) -> list[Segment]:
-        """One window on this worker's model, always with its own thread count."""
-        return self._transcriber.transcribe_window(samples, language)
+        return self._transcriber.transcribe_window(samples, language, threads)
 
     def close(self) -> None:
         self._transcriber.close()
