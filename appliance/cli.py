@@ -228,7 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("audio", nargs="+", help="audio files")
     # Two workers of one thread each: two cores without whisper.cpp's per-step thread barrier,
     # measured here on the dev meeting, q8_0: 5.74 s against 6.31 s for one worker of two threads
-    # (medians of 5 interleaved runs).
+    # (medians of 5 runs taking turns in one process).
     _add_model_options(run, threads=1)
     run.add_argument("--language", help="language code, e.g. en, sv (default: en for .en "
                      "models, detected otherwise)")

@@ -457,8 +457,7 @@ def run(args: argparse.Namespace) -> int:
         Path(args.json).write_text(json.dumps(document, indent=1) + "\n")
     if args.output:
         target = Path(args.output)
-        existing = target.read_text() if target.exists() else "# Benchmarks\n"
-        target.write_text(report_sections.replace(existing, section))
+        report_sections.write(target, section)
         print(f"wrote the {SECTION[3:]!r} section of {target}", file=sys.stderr)
     else:
         sys.stdout.write(section)

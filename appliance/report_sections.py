@@ -1,8 +1,9 @@
-"""docs/benchmarks.md is written by three commands; each owns its "## " sections and keeps the rest."""
+"""docs/benchmarks.md is written by several commands; each owns its "## " sections and keeps the rest."""
 
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 _HEADING = re.compile(r"^## .*$", re.MULTILINE)
 
@@ -32,3 +33,9 @@ def keep_others(previous: str, page: str) -> str:
     _, mine = split(page)
     kept = [text for heading, text in old.items() if heading not in mine]
     return "\n".join([page.rstrip("\n") + "\n", *kept])
+
+
+def write(path: Path, section: str) -> None:
+    """Put section into the Markdown file at path (created if missing), keeping its other sections."""
+    document = path.read_text() if path.exists() else "# Benchmarks\n"
+    path.write_text(replace(document, section))

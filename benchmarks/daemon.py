@@ -165,8 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     _say(json.dumps(result))
     command = shlex.join(["python", "-m", "benchmarks.daemon",
                           *(argv if argv is not None else sys.argv[1:])])
-    document = args.output.read_text() if args.output.exists() else "# Benchmarks\n"
-    args.output.write_text(report_sections.replace(document, render(result, machine, command)))
+    report_sections.write(args.output, render(result, machine, command))
     _say(f"wrote the daemon section of {args.output}")
     return 0
 

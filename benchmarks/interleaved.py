@@ -98,8 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         times = measure(model, args.threads, args.rounds, Path(scratch))
     command = shlex.join(["python", "-m", "benchmarks.interleaved",
                           *(argv if argv is not None else sys.argv[1:])])
-    document = args.output.read_text() if args.output.exists() else "# Benchmarks\n"
-    args.output.write_text(report_sections.replace(document, render(times, machine, command)))
+    report_sections.write(args.output, render(times, machine, command))
     print(f"bench interleaved: wrote the interleaved section of {args.output}", file=sys.stderr)
     return 0
 

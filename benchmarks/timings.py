@@ -122,8 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     command = shlex.join(["python", "-m", "benchmarks.timings",
                           *(argv if argv is not None else sys.argv[1:])])
-    document = args.output.read_text() if args.output.exists() else "# Benchmarks\n"
-    args.output.write_text(report_sections.replace(document, render(rows, machine, command)))
+    report_sections.write(args.output, render(rows, machine, command))
     print(f"bench timings: wrote the timings section of {args.output}", file=sys.stderr)
     return 0
 

@@ -33,3 +33,11 @@ def test_keep_others_keeps_what_the_new_page_does_not_write():
 
 def test_keep_others_of_no_previous_file_is_the_page():
     assert report_sections.keep_others("", "# B\n\n## A\n\nb\n") == "# B\n\n## A\n\nb\n"
+
+
+def test_write_creates_the_file_then_keeps_the_other_sections(tmp_path):
+    target = tmp_path / "benchmarks.md"
+    report_sections.write(target, "## A\n\nfirst\n")
+    report_sections.write(target, "## B\n\nother\n")
+    report_sections.write(target, "## A\n\nsecond\n")
+    assert target.read_text() == "# Benchmarks\n\n## A\n\nsecond\n\n## B\n\nother\n"
