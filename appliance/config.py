@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from .errors import ApplianceError
+from .window import WINDOW_S
 
 DEFAULT_PATH = Path("/etc/meeting-appliance/config.toml")
 ENV_PATH = "MEETING_APPLIANCE_CONFIG"
@@ -76,8 +77,8 @@ class VadConfig:
                               min=0, max=3000)
     min_silence_ms: int = _field(900, "Silence that ends a segment, milliseconds.",
                                  min=90, max=10000)
-    max_segment_s: float = _field(28.0, "Longest segment, seconds (Whisper hears 30 s).",
-                                  min=5.0, max=30.0)
+    max_segment_s: float = _field(22.0, f"Longest segment, seconds (a window holds {WINDOW_S} s).",
+                                  min=5.0, max=WINDOW_S)
 
 
 @dataclass(frozen=True)

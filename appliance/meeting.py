@@ -15,9 +15,10 @@ from . import spool as spool_file
 from .audio import FRAME_BYTES, SAMPLE_RATE, float_to_pcm16
 from .spool import Spool
 from .store import FINISHING, Database, Meeting
-from .transcribe import SEPARATOR_S, WINDOW_S
+from .transcribe import SEPARATOR_S
 from .transcript import Gap, Segment
 from .vad import Segmenter, SpeechSegment
+from .window import WINDOW_S
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -165,7 +166,7 @@ class Recording:
         self._wake.set()
 
     def _window_size(self) -> int:
-        """How many of the oldest pending segments fit one 30 s window together."""
+        """How many of the oldest pending segments fit one window together."""
         used = -SEPARATOR_S
         for count, item in enumerate(self._pending):
             used += SEPARATOR_S + item.end_s - item.start_s

@@ -20,10 +20,10 @@ from .errors import CorruptModelError, UsageError
 from .models import store
 from .transcript import Segment, Transcript
 from .vad import Segmenter
+from .window import WINDOW_S, audio_ctx
 
 _LOGGER = logging.getLogger(__name__)
 
-WINDOW_S = 30.0  # Whisper's fixed input window
 # Silence put between packed segments so the decoder hears a pause, not a run-on sentence.
 SEPARATOR_S = 0.4
 _WHISPER_LOG = logging.getLogger("whisper.cpp")
@@ -98,7 +98,7 @@ class Piece:
 
 @dataclass(frozen=True)
 class Window:
-    """Up to 30 s of audio built from one or more speech segments, with the map back."""
+    """Up to WINDOW_S of audio built from one or more speech segments, with the map back."""
 
     samples: np.ndarray
     pieces: tuple[Piece, ...]
@@ -373,13 +373,14 @@ class Transcriber(WindowTranscriber):
 
     def transcribe_window(self, samples: np.ndarray, language: str | None = None,
                           threads: int | None = None) -> list[Segment]:
-        """Decode one window (at most 30 s) with `threads` threads (default: as loaded); times
+        """Decode one window (at most 30 s; pack() makes them WINDOW_S at most) with `threads` threads (default: as loaded); times
         are relative to the window."""
         pw, ctx = self._pw, self._ctx
         audio = np.ascontiguousarray(samples, dtype=np.float32)
         with self._lock:
             self._params.language = language or self.language
             self._params.n_threads = threads or self.threads
+            self._params.audio_ctx = audio_ctx(audio.size)
             if pw.whisper_full(ctx, self._params, audio, audio.size) != 0:
                 raise RuntimeError("whisper_full failed")
             return decoded_segments(

@@ -13,11 +13,10 @@ import webrtcvad
 
 from .audio import FRAME_BYTES, FRAME_MS, FRAME_SAMPLES, SAMPLE_RATE, float_to_pcm16, pcm16_to_float
 from .errors import AudioError, UsageError
+from .window import WINDOW_S
 
 _LOGGER = logging.getLogger(__name__)
 
-WHISPER_WINDOW_S = 30.0
-"""Whisper hears 30 s at a time; a longer segment would be cut off inside the model."""
 
 # A segment that reaches max_segment_s is cut at the quietest point of its last seconds: in
 # continuous speech a pause between sentences is rarely further away than this.
@@ -87,8 +86,9 @@ class Segmenter:
         # Voiced frames a segment needs (8 frames); door clicks and chair knocks are shorter,
         # a short "yes" or "no" is not.
         min_speech_ms: int = 240,
-        # Under Whisper's 30 s window with 2 s to spare, so no segment meets its hard edge.
-        max_segment_s: float = 28.0,
+        # Under a window (appliance.window.WINDOW_S, 24.32 s) with 2 s to spare, so no segment
+        # meets its edge; a longer one would be cut off there.
+        max_segment_s: float = 22.0,
     ) -> None:
         if aggressiveness not in range(4):
             raise UsageError(f"aggressiveness must be 0, 1, 2 or 3, got {aggressiveness!r}")
@@ -106,8 +106,8 @@ class Segmenter:
             raise UsageError(
                 f"hangover_ms ({hangover_ms}) must not exceed min_silence_ms ({min_silence_ms})"
             )
-        if not 0 < max_segment_s <= WHISPER_WINDOW_S:
-            limit = f"above 0 and at most {WHISPER_WINDOW_S:g}"
+        if not 0 < max_segment_s <= WINDOW_S:
+            limit = f"above 0 and at most {WINDOW_S:g}"
             raise UsageError(f"max_segment_s must be {limit}, got {max_segment_s}")
         self.aggressiveness = aggressiveness
         self._pre_roll = _frames(pre_roll_ms)

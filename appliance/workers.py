@@ -27,6 +27,7 @@ from .transcribe import (
     load_context,
 )
 from .transcript import Segment
+from .window import audio_ctx
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -232,6 +233,7 @@ class _StateDecoder:
         self.params.language = lib.whisper_lang_str(lang_id) if lang_id >= 0 else b""
         self.params.n_threads = threads
         audio = np.ascontiguousarray(samples, dtype=np.float32)
+        self.params.audio_ctx = audio_ctx(audio.size)
         pcm = audio.ctypes.data_as(ctypes.POINTER(ctypes.c_float))
         if lib.whisper_full_with_state(self._context, state, self.params, pcm, audio.size) != 0:
             raise RuntimeError("whisper_full_with_state failed")
@@ -361,7 +363,7 @@ class TranscriberPool(WindowTranscriber):
 
     def submit(self, samples: np.ndarray, language: str | None = None,
                threads: int | None = None) -> Future[list[Segment]]:
-        """Queue one window (at most 30 s; do not modify it meanwhile) for the next free worker,
+        """Queue one window (at most 30 s, WINDOW_S from pack(); do not modify it meanwhile) for the next free worker,
         decoded with `threads` threads (default: the pool's threads per worker).
 
         Times in the result are the window's. A daemon awaits it with asyncio.wrap_future();

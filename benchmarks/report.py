@@ -175,7 +175,8 @@ def _method(document: dict[str, Any]) -> list[str]:
         "decoding states of one thread each on one copy of the weights, built by "
         "`deploy/build-whisper.sh` for this CPU (load time includes the file's sha256 check "
         "against its install record: `verify_s` in the JSON), then `transcribe_file(audio, Segmenter(), language)` per clip and for the "
-        "meeting: webrtcvad segments packed into 30 s windows, greedy, no previous-text "
+        "meeting: webrtcvad segments packed into windows of up to 24.32 s, each encoded over 1024 "
+        "or 1280 of Whisper's 1500 positions (`appliance/window.py`), greedy, no previous-text "
         "conditioning.",
         "- faster-whisper loads the same CTranslate2 weights the appliance converts, "
         f"`WhisperModel(dir, device=\"cpu\", compute_type=..., cpu_threads={threads})`, decodes "
