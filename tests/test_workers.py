@@ -13,8 +13,9 @@ from appliance import cli, workers
 from appliance.audio import SAMPLE_RATE, load
 from appliance.evaluate import read_manifest
 from appliance.models import catalog
-from appliance.transcribe import DecodeOptions, Transcriber, _whisper
+from appliance.transcribe import DecodeOptions, Transcriber, _whisper, pack
 from appliance.vad import Segmenter
+from appliance.window import audio_ctx
 from appliance.workers import Decoded, TranscriberPool
 
 DATA = Path(__file__).parent / "data"
@@ -139,6 +140,21 @@ def test_a_file_of_one_window_gets_every_workers_thread(pool, clips, meeting_spe
     pool.decoded.clear()
     pool.transcribe(meeting_speech)  # three windows: one thread each, side by side
     assert len(pool.decoded) >= 3 and {d.threads for d in pool.decoded} == {1}
+
+
+def test_a_window_decodes_the_same_whatever_was_decoded_before(model, clips,
+                                                               meeting_speech) -> None:
+    # A state keeps the encoder's output of earlier windows; with flash attention whisper.cpp
+    # reads it padded to 256 positions, unmasked, so only counts of whole 256s are safe.
+    windows = [w.samples for w in pack(meeting_speech)] + clips
+    assert {audio_ctx(w.size) for w in windows} == {1024, 1280}
+    with Transcriber(model, OPTIONS) as one:
+        in_turn = [one.transcribe_window(w) for w in windows]
+    alone = []
+    for window in windows:
+        with Transcriber(model, OPTIONS) as fresh:
+            alone.append(fresh.transcribe_window(window))
+    assert in_turn == alone
 
 
 def test_separate_models_equal_one_transcriber(model, clips, reference) -> None:
