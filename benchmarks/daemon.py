@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shlex
 import subprocess
 import sys
 import tempfile
@@ -22,7 +21,7 @@ import soundfile
 
 from appliance import audio, report_sections
 
-from .machine import describe
+from .machine import command_line, describe
 
 _ROOT = Path(__file__).resolve().parent.parent
 MEETING = _ROOT / "tests" / "data" / "meetings" / "dev-meeting-01.flac"
@@ -163,8 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-daemon-") as scratch:
         result = measure(args.minutes, args.speed, args.threads, Path(scratch))
     _say(json.dumps(result))
-    command = shlex.join(["python", "-m", "benchmarks.daemon",
-                          *(argv if argv is not None else sys.argv[1:])])
+    command = command_line("benchmarks.daemon", argv)
     report_sections.write(args.output, render(result, machine, command))
     _say(f"wrote the daemon section of {args.output}")
     return 0

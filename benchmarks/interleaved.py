@@ -10,7 +10,6 @@ is taken between the medians. Writes the "Meeting time, engines taking turns" se
 from __future__ import annotations
 
 import argparse
-import shlex
 import statistics
 import sys
 import tempfile
@@ -26,7 +25,7 @@ from appliance.workers import open_transcriber
 
 from . import peer
 from .configs import MEETING, MEETING_LANGUAGE, ROOT
-from .machine import describe
+from .machine import command_line, describe
 
 HEADING = "## Meeting time, engines taking turns"
 # Pause before each timed run: the previous engine's thread pools (CTranslate2's OpenMP,
@@ -96,8 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     machine = describe(ROOT)  # before the run: its load average is the other work's
     with tempfile.TemporaryDirectory(prefix="bench-interleaved-") as scratch:
         times = measure(model, args.threads, args.rounds, Path(scratch))
-    command = shlex.join(["python", "-m", "benchmarks.interleaved",
-                          *(argv if argv is not None else sys.argv[1:])])
+    command = command_line("benchmarks.interleaved", argv)
     report_sections.write(args.output, render(times, machine, command))
     print(f"bench interleaved: wrote the interleaved section of {args.output}", file=sys.stderr)
     return 0

@@ -7,9 +7,11 @@ import importlib.util
 import os
 import platform
 import re
+import shlex
 import subprocess
+import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 
 def _read(path: str) -> str:
@@ -103,3 +105,9 @@ def describe(root: Path) -> dict[str, Any]:
         "ctranslate2": _version("ctranslate2"),
         "commit": _commit(root),
     }
+
+
+def command_line(module: str, argv: Sequence[str] | None) -> str:
+    """How the benchmark `module` was started: `python -m module` and its arguments (argv, or
+    the process's own when None), for the head of its section."""
+    return shlex.join(["python", "-m", module, *(argv if argv is not None else sys.argv[1:])])

@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import logging
 import re
-import shlex
 import sys
 import time
 from pathlib import Path
@@ -21,7 +20,7 @@ from appliance.transcribe import DecodeOptions, Transcriber
 from appliance.vad import Segmenter
 
 from .configs import MEETING, MEETING_LANGUAGE, ROOT
-from .machine import describe
+from .machine import command_line, describe
 
 HEADING = "## Where whisper.cpp spends the meeting"
 QUANTS = ("f16", "q8_0", "q5_1", "q5_0", "q4_0")
@@ -120,8 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bench timings: error: no tiny.en model installed in {directory} "
               "(make model installs one)", file=sys.stderr)
         return 2
-    command = shlex.join(["python", "-m", "benchmarks.timings",
-                          *(argv if argv is not None else sys.argv[1:])])
+    command = command_line("benchmarks.timings", argv)
     report_sections.write(args.output, render(rows, machine, command))
     print(f"bench timings: wrote the timings section of {args.output}", file=sys.stderr)
     return 0
