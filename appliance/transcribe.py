@@ -373,8 +373,8 @@ class Transcriber(WindowTranscriber):
 
     def transcribe_window(self, samples: np.ndarray, language: str | None = None,
                           threads: int | None = None) -> list[Segment]:
-        """Decode one window (at most 30 s; pack() makes them WINDOW_S at most) with `threads` threads (default: as loaded); times
-        are relative to the window."""
+        """Decode one window (at most 30 s; pack() makes them WINDOW_S at most) with `threads`
+        threads (default: as loaded); times are relative to the window."""
         pw, ctx = self._pw, self._ctx
         audio = np.ascontiguousarray(samples, dtype=np.float32)
         with self._lock:

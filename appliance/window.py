@@ -18,8 +18,8 @@ ENCODER_POSITIONS = 1500  # a full 30 s window
 POSITION_SAMPLES = 320  # 20 ms
 CTX_STEP = 256  # whisper.cpp pads the encoder's output to a multiple of this
 MAX_CTX = ENCODER_POSITIONS // CTX_STEP * CTX_STEP  # 1280
-# English dev clips, tiny.en q8_0, as `appliance transcribe` runs: 1500 positions each took
-# 44.7 s at 36.8 % WER; a floor of 1024, 29.4 s at 35.8 % (f16: 37.3 % and 35.1 %).
+# English dev clips, tiny.en q8_0, as `appliance transcribe` runs (`benchmarks.run`,
+# docs/benchmarks.md): 35.7 % WER over 1024 positions; 36.4 % over all 1500 at commit bca4045.
 MIN_CTX = 1024
 MARGIN = 64  # positions (1.28 s) encoded past the end of a window's audio
 WINDOW_S = (MAX_CTX - MARGIN) * POSITION_SAMPLES / SAMPLE_RATE

@@ -363,8 +363,8 @@ class TranscriberPool(WindowTranscriber):
 
     def submit(self, samples: np.ndarray, language: str | None = None,
                threads: int | None = None) -> Future[list[Segment]]:
-        """Queue one window (at most 30 s, WINDOW_S from pack(); do not modify it meanwhile) for the next free worker,
-        decoded with `threads` threads (default: the pool's threads per worker).
+        """Queue one window (at most 30 s, WINDOW_S from pack(); do not modify it meanwhile) for
+        the next free worker, decoded with `threads` threads (default: the pool's per worker).
 
         Times in the result are the window's. A daemon awaits it with asyncio.wrap_future();
         the queue is not bounded here, so callers bound what they have in flight.
