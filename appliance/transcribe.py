@@ -20,7 +20,7 @@ from .errors import CorruptModelError, UsageError
 from .models import store
 from .transcript import Segment, Transcript
 from .vad import Segmenter
-from .window import WINDOW_S, audio_ctx
+from .window import WINDOW_S, min_ctx, set_window_params
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -287,6 +287,7 @@ class WindowTranscriber:
     model_path: Path
     multilingual: bool
     language: str
+    min_ctx: int  # encoder positions a window gets at least (appliance.window)
     _ahead = 0
     _alone_threads: int | None = None  # threads for a file of one window, if not the usual
 
@@ -294,6 +295,7 @@ class WindowTranscriber:
         found = store.verify(model_path)  # a damaged file must never reach whisper.cpp
         self.model_path = model_path
         self.multilingual = found.hparams.multilingual
+        self.min_ctx = min_ctx(found.hparams)
         self.language = self.check_language(options.language)
 
     def _submit_window(self, samples: np.ndarray, language: str) -> "Future[list[Segment]]":
@@ -379,8 +381,7 @@ class Transcriber(WindowTranscriber):
         audio = np.ascontiguousarray(samples, dtype=np.float32)
         with self._lock:
             self._params.language = language or self.language
-            self._params.n_threads = threads or self.threads
-            self._params.audio_ctx = audio_ctx(audio.size)
+            set_window_params(self._params, audio.size, threads or self.threads, self.min_ctx)
             if pw.whisper_full(ctx, self._params, audio, audio.size) != 0:
                 raise RuntimeError("whisper_full failed")
             return decoded_segments(

@@ -27,7 +27,7 @@ from .transcribe import (
     load_context,
 )
 from .transcript import Segment
-from .window import audio_ctx
+from .window import set_window_params
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -210,9 +210,11 @@ def bindings() -> Bindings:
 class _StateDecoder:
     """One whisper_state on the shared context, with its own copy of the decoding parameters."""
 
-    def __init__(self, found: Bindings, context: int, options: DecodeOptions) -> None:
+    def __init__(self, found: Bindings, context: int, options: DecodeOptions,
+                 min_ctx: int) -> None:
         self._lib = found.lib
         self._context = context
+        self._min_ctx = min_ctx
         self.state = self._lib.whisper_init_state(context)
         if not self.state:
             raise MemoryError("whisper_init_state failed")
@@ -231,9 +233,8 @@ class _StateDecoder:
         # As the binding sets language: the canonical code, or "" to detect.
         lang_id = lib.whisper_lang_id(language.encode()) if language != "auto" else -1
         self.params.language = lib.whisper_lang_str(lang_id) if lang_id >= 0 else b""
-        self.params.n_threads = threads
         audio = np.ascontiguousarray(samples, dtype=np.float32)
-        self.params.audio_ctx = audio_ctx(audio.size)
+        set_window_params(self.params, audio.size, threads, self._min_ctx)
         pcm = audio.ctypes.data_as(ctypes.POINTER(ctypes.c_float))
         if lib.whisper_full_with_state(self._context, state, self.params, pcm, audio.size) != 0:
             raise RuntimeError("whisper_full_with_state failed")
@@ -335,7 +336,8 @@ class TranscriberPool(WindowTranscriber):
                     model_path, lambda: binding.lib.whisper_init_from_file_with_params_no_state(
                         str(model_path).encode(), context))
                 for _ in range(workers):
-                    self._decoders.append(_StateDecoder(binding, self._context, options))
+                    self._decoders.append(
+                        _StateDecoder(binding, self._context, options, self.min_ctx))
             else:
                 for _ in range(workers):
                     self._decoders.append(_ModelDecoder(model_path, options))

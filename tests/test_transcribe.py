@@ -16,8 +16,9 @@ from appliance.audio import SAMPLE_RATE, load
 from appliance.errors import CorruptModelError, UsageError
 from appliance.evaluate import Clip, normalize, read_manifest
 from appliance.models import catalog, install, store
+from appliance.models.ggml import Hparams
 from appliance.transcribe import DecodeOptions, SEPARATOR_S, Transcriber, collapse_repeats, pack
-from appliance.window import WINDOW_S, audio_ctx
+from appliance.window import WINDOW_S, audio_ctx, min_ctx
 from appliance.workers import TranscriberPool
 from appliance.vad import Segmenter, SpeechSegment
 
@@ -72,17 +73,34 @@ def test_pack_fills_windows_up_to_the_window_length(lengths, windows) -> None:
         assert window.samples.size == sum(p.source.samples.size for p in window.pieces) + gaps
 
 
-@pytest.mark.parametrize("seconds", [0.03, 1.0, 5.0, 19.0, 19.2, 19.3, 24.0, WINDOW_S])
-def test_every_packed_window_is_encoded_over_a_multiple_of_256_positions(seconds) -> None:
+@pytest.mark.parametrize("floor", [512, 1024])
+@pytest.mark.parametrize(
+    "seconds", [0.03, 1.0, 5.0, 8.96, 9.0, 14.0, 19.0, 19.2, 19.3, 24.0, WINDOW_S])
+def test_every_packed_window_is_encoded_over_a_multiple_of_256_positions(seconds, floor) -> None:
     n_samples = round(seconds * SAMPLE_RATE)
-    positions = audio_ctx(n_samples)
-    assert positions in (1024, 1280)  # no padding rows for whisper.cpp's flash attention
-    assert positions * 320 >= n_samples + 64 * 320  # the audio and the margin after it
+    positions = audio_ctx(n_samples, floor)
+    assert positions in (512, 768, 1024, 1280)  # no padding rows for whisper.cpp's flash attention
+    needed = n_samples + 64 * 320  # the audio and the margin after it
+    assert positions * 320 >= needed
+    assert positions == floor or (positions - 256) * 320 < needed  # no more than it takes
 
 
 def test_a_window_longer_than_pack_makes_gets_all_1500_positions() -> None:
-    assert audio_ctx(round(WINDOW_S * SAMPLE_RATE) + 320) == 0
+    assert audio_ctx(round(WINDOW_S * SAMPLE_RATE) + 320, 512) == 0
     assert audio_ctx(30 * SAMPLE_RATE) == 0
+
+
+def _hparams(n_vocab: int, width: int, layers: int) -> Hparams:
+    return Hparams(n_vocab=n_vocab, n_audio_ctx=1500, n_audio_state=width, n_audio_head=8,
+                   n_audio_layer=layers, n_text_ctx=448, n_text_state=width, n_text_head=8,
+                   n_text_layer=layers, n_mels=80, ftype=7)
+
+
+def test_only_tiny_en_gets_windows_under_1024_positions() -> None:
+    assert min_ctx(_hparams(51864, 384, 4)) == 512  # tiny.en
+    assert min_ctx(_hparams(51865, 384, 4)) == 1024  # tiny, multilingual
+    assert min_ctx(_hparams(51865, 512, 6)) == 1024  # base
+    assert min_ctx(_hparams(51864, 768, 12)) == 1024  # small.en
 
 
 def test_window_maps_times_back_to_the_recording() -> None:
