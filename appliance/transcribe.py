@@ -20,11 +20,9 @@ from .errors import CorruptModelError, UsageError
 from .models import store
 from .transcript import Segment, Transcript
 from .vad import Segmenter
-from .window import WINDOW_S, min_ctx, prepare
+from .window import WINDOW_S, min_ctx, set_window_params
 
 _LOGGER = logging.getLogger(__name__)
-# whisper_full's samples once whisper_set_mel has given it the window's spectrogram
-_NO_SAMPLES = np.zeros(0, dtype=np.float32)
 
 # Silence put between packed segments so the decoder hears a pause, not a run-on sentence.
 SEPARATOR_S = 0.4
@@ -290,7 +288,6 @@ class WindowTranscriber:
     multilingual: bool
     language: str
     min_ctx: int  # encoder positions a window gets at least (appliance.window)
-    filters: np.ndarray  # the model's mel filterbank (appliance.logmel)
     _ahead = 0
     _alone_threads: int | None = None  # threads for a file of one window, if not the usual
 
@@ -299,7 +296,6 @@ class WindowTranscriber:
         self.model_path = model_path
         self.multilingual = found.hparams.multilingual
         self.min_ctx = min_ctx(found.hparams)
-        self.filters = found.filters
         self.language = self.check_language(options.language)
 
     def _submit_window(self, samples: np.ndarray, language: str) -> "Future[list[Segment]]":
@@ -385,10 +381,8 @@ class Transcriber(WindowTranscriber):
         audio = np.ascontiguousarray(samples, dtype=np.float32)
         with self._lock:
             self._params.language = language or self.language
-            mel = prepare(self._params, audio, threads or self.threads, self.min_ctx,
-                          self.filters)
-            if (pw.whisper_set_mel(ctx, mel, mel.shape[1], mel.shape[0]) != 0
-                    or pw.whisper_full(ctx, self._params, _NO_SAMPLES, 0) != 0):
+            set_window_params(self._params, audio.size, threads or self.threads, self.min_ctx)
+            if pw.whisper_full(ctx, self._params, audio, audio.size) != 0:
                 raise RuntimeError("whisper_full failed")
             return decoded_segments(
                 (

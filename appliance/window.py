@@ -13,10 +13,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import numpy as np
-
 from .audio import SAMPLE_RATE
-from .logmel import audio_frames, log_mel
 from .models.ggml import Hparams
 
 ENCODER_POSITIONS = 1500  # a full 30 s window
@@ -48,13 +45,8 @@ def audio_ctx(n_samples: int, floor: int = MIN_CTX) -> int:
     return max(floor, math.ceil(positions / CTX_STEP) * CTX_STEP)
 
 
-def prepare(params: Any, samples: np.ndarray, threads: int, floor: int,
-            filters: np.ndarray) -> np.ndarray:
-    """Set the per-window fields of whisper_full_params (the binding's object or the ctypes
-    struct of appliance.workers, which name them alike) and return the window's spectrogram,
-    for whisper_set_mel and then whisper_full with no samples."""
-    positions = audio_ctx(samples.size, floor)
+def set_window_params(params: Any, n_samples: int, threads: int, floor: int) -> None:
+    """Set the per-window fields of whisper_full_params: the binding's object or the ctypes
+    struct of appliance.workers, which name them alike."""
     params.n_threads = threads
-    params.audio_ctx = positions
-    params.duration_ms = audio_frames(samples.size) * 10
-    return log_mel(samples, filters, 2 * (positions or ENCODER_POSITIONS))  # 2 frames each
+    params.audio_ctx = audio_ctx(n_samples, floor)

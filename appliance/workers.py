@@ -27,7 +27,7 @@ from .transcribe import (
     load_context,
 )
 from .transcript import Segment
-from .window import prepare
+from .window import set_window_params
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -188,7 +188,6 @@ def bindings() -> Bindings:
         "whisper_init_state": (ptr, [ptr]),
         "whisper_free_state": (None, [ptr]),
         "whisper_free": (None, [ptr]),
-        "whisper_set_mel_with_state": (_I, [ptr, ptr, ctypes.POINTER(_F), _I, _I]),
         "whisper_full_with_state": (_I, [ptr, ptr, _FullParams, ctypes.POINTER(_F), _I]),
         "whisper_full_n_segments_from_state": (_I, [ptr]),
         "whisper_full_get_segment_t0_from_state": (ctypes.c_int64, [ptr, _I]),
@@ -211,12 +210,11 @@ def bindings() -> Bindings:
 class _StateDecoder:
     """One whisper_state on the shared context, with its own copy of the decoding parameters."""
 
-    def __init__(self, found: Bindings, context: int, options: DecodeOptions, min_ctx: int,
-                 filters: np.ndarray) -> None:
+    def __init__(self, found: Bindings, context: int, options: DecodeOptions,
+                 min_ctx: int) -> None:
         self._lib = found.lib
         self._context = context
         self._min_ctx = min_ctx
-        self._filters = filters
         self.state = self._lib.whisper_init_state(context)
         if not self.state:
             raise MemoryError("whisper_init_state failed")
@@ -236,10 +234,9 @@ class _StateDecoder:
         lang_id = lib.whisper_lang_id(language.encode()) if language != "auto" else -1
         self.params.language = lib.whisper_lang_str(lang_id) if lang_id >= 0 else b""
         audio = np.ascontiguousarray(samples, dtype=np.float32)
-        mel = prepare(self.params, audio, threads, self._min_ctx, self._filters)
-        frames = mel.ctypes.data_as(ctypes.POINTER(ctypes.c_float))
-        if (lib.whisper_set_mel_with_state(self._context, state, frames, *mel.shape[::-1]) != 0
-                or lib.whisper_full_with_state(self._context, state, self.params, None, 0) != 0):
+        set_window_params(self.params, audio.size, threads, self._min_ctx)
+        pcm = audio.ctypes.data_as(ctypes.POINTER(ctypes.c_float))
+        if lib.whisper_full_with_state(self._context, state, self.params, pcm, audio.size) != 0:
             raise RuntimeError("whisper_full_with_state failed")
         return decoded_segments(
             (
@@ -340,8 +337,7 @@ class TranscriberPool(WindowTranscriber):
                         str(model_path).encode(), context))
                 for _ in range(workers):
                     self._decoders.append(
-                        _StateDecoder(binding, self._context, options, self.min_ctx,
-                                      self.filters))
+                        _StateDecoder(binding, self._context, options, self.min_ctx))
             else:
                 for _ in range(workers):
                     self._decoders.append(_ModelDecoder(model_path, options))

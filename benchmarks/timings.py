@@ -1,9 +1,8 @@
-"""Where the dev meeting's time goes: spectrograms, encoder and decoder, per tiny.en quant.
+"""Where whisper.cpp spends the dev meeting: mel, encoder and decoder time per tiny.en quant.
 
 Each quant is loaded in turn into one Transcriber, warmed on the meeting once, then timed on it
-again with whisper.cpp's own stage timings (whisper_print_timings) read from its log; the
-spectrograms, which appliance.logmel computes before whisper.cpp sees a window, are timed apart.
-Writes the "Where whisper.cpp spends the meeting" section of the benchmark report.
+again with whisper.cpp's own stage timings (whisper_print_timings) read from its log. Writes the
+"Where whisper.cpp spends the meeting" section of the benchmark report.
 """
 
 from __future__ import annotations
@@ -14,14 +13,11 @@ import re
 import sys
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 from appliance import report_sections
-from appliance.audio import load
 from appliance.models import store
-from appliance.transcribe import DecodeOptions, Transcriber, pack
+from appliance.transcribe import DecodeOptions, Transcriber
 from appliance.vad import Segmenter
-from appliance.window import prepare
 
 from .configs import MEETING, MEETING_LANGUAGE, ROOT
 from .machine import command_line, describe
@@ -68,17 +64,10 @@ def measure(model: Path, threads: int) -> dict:
             transcriber.transcribe_file(MEETING, Segmenter(), MEETING_LANGUAGE)
             wall_s = time.perf_counter() - started
             transcriber.log_timings()
-            windows = pack(Segmenter().segments(load(MEETING)))
-            started = time.perf_counter()
-            for window in windows:
-                prepare(SimpleNamespace(), window.samples, threads, transcriber.min_ctx,
-                        transcriber.filters)
-            spectrograms_s = time.perf_counter() - started
     finally:
         whisper_log.removeHandler(log)
     found = stages(log.lines)
-    return {"model": model.name, "wall_s": wall_s, "repacked": repacked,
-            "spectrograms_s": spectrograms_s, **found}
+    return {"model": model.name, "wall_s": wall_s, "repacked": repacked, **found}
 
 
 def render(rows: list[dict], machine: dict, command: str) -> str:
@@ -88,21 +77,19 @@ def render(rows: list[dict], machine: dict, command: str) -> str:
         f"`{command}` on {machine.get('cpu', 'this machine')}, {machine.get('cores', '?')} cores, "
         f"load average at the start {machine['load_average'][0]:.2f}: the dev meeting "
         "through `Transcriber.transcribe_file` (VAD, packed windows), the second of two runs, "
-        "with whisper.cpp's own stage timings. *spectrograms*: `appliance.logmel` on the "
-        "meeting's windows, timed apart (whisper.cpp is handed them ready). *repacked*: weight "
-        "tensors ggml's CPU backend rearranged for its GEMM kernels at load (only some types "
-        "have such kernels for this CPU; the rest go through a dot product per row pair).", "",
-        "| model | meeting s | spectrograms s | encode s (windows, ms each) "
-        "| decode s (tokens, ms each) "
+        "with whisper.cpp's own stage timings. *repacked*: weight tensors ggml's CPU backend "
+        "rearranged for its GEMM kernels at load (only some types have such kernels for this "
+        "CPU; the rest go through a dot product per row pair).", "",
+        "| model | meeting s | mel s | encode s (windows, ms each) | decode s (tokens, ms each) "
         "| encode share | repacked tensors |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for row in rows:
         encode_ms, windows = row.get("encode", (0.0, 0))
         decode_ms, tokens = row.get("decode", (0.0, 0))
+        mel_ms, _ = row.get("mel", (0.0, 0))
         lines.append(
-            f"| {row['model']} | {row['wall_s']:.2f} | {row['spectrograms_s']:.2f} "
-            f"| {encode_ms / 1000:.2f} "
+            f"| {row['model']} | {row['wall_s']:.2f} | {mel_ms / 1000:.2f} | {encode_ms / 1000:.2f} "
             f"({windows}, {encode_ms / max(windows, 1):.0f}) | {decode_ms / 1000:.2f} ({tokens}, "
             f"{decode_ms / max(tokens, 1):.1f}) | {encode_ms / 1000 / row['wall_s']:.0%} | "
             f"{row['repacked']} |")
