@@ -265,18 +265,26 @@ def _fmt(value: float | None, digits: int = 2) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
+def _window_threads(config: dict) -> tuple[int, int]:
+    """The threads a window gets: a file of one window gets every worker's (TranscriberPool),
+    a window of a longer file one worker's."""
+    return config["workers"] * config["threads"], config["threads"]
+
+
 def _outputs(results: list[dict]) -> str:
     """Whether the configurations wrote the same transcripts, compared where they should."""
-    by_threads: dict[int, set[str]] = {}
+    by_threads: dict[tuple[int, int], set[str]] = {}
     for r in results:
-        by_threads.setdefault(r["config"]["threads"], set()).add(r["output_sha256"])
+        by_threads.setdefault(_window_threads(r["config"]), set()).add(r["output_sha256"])
     if any(len(digests) > 1 for digests in by_threads.values()):
-        return "**at the same threads, configurations wrote different text or timestamps**: " \
-            + ", ".join(f"{Config(**r['config']).name} {r['output_sha256'][:12]}" for r in results)
-    text = ("every configuration with the same threads wrote the same text and timestamps "
-            "(one sha256 over all clips), whatever the workers and shared or separate weights")
+        return "**with the same threads per window, configurations wrote different text or " \
+            "timestamps**: " + ", ".join(
+                f"{Config(**r['config']).name} {r['output_sha256'][:12]}" for r in results)
+    text = ("every configuration that gives each window the same threads (workers x threads "
+            "for a file of one window, threads for a longer file's) wrote the same text and "
+            "timestamps (one sha256 over all clips), whatever the weights, shared or separate")
     if len({d for digests in by_threads.values() for d in digests}) > 1:
-        text += ("; 1 and 2 threads differ from each other, as one Transcriber's do: "
+        text += ("; other thread counts differ from each other, as one Transcriber's do: "
                  "whisper.cpp's results depend on its thread count, not on the workers")
     return text + "."
 
