@@ -21,8 +21,9 @@ POSITION_SAMPLES = 320  # 20 ms
 CTX_STEP = 256  # whisper.cpp pads the encoder's output to a multiple of this
 MAX_CTX = ENCODER_POSITIONS // CTX_STEP * CTX_STEP  # 1280
 # The fewest positions a window gets. Below it a model invents and drops words on short
-# windows; where that starts was measured per model on the dev clips (README, "Speed"): base
-# made 31 errors in the 66 Swedish words at 1024 positions and 40 at 768; tiny.en held at 512.
+# windows; where that starts was measured per model on the dev clips (README, "Choosing a
+# model"): base made 31 errors in the 66 Swedish words at 1024 positions and 40 at 768;
+# tiny.en held at 512.
 MIN_CTX = 1024
 MIN_CTX_TINY_EN = 512
 MARGIN = 64  # positions (1.28 s) encoded past the end of a window's audio
@@ -35,7 +36,7 @@ def min_ctx(hparams: Hparams) -> int:
     return MIN_CTX_TINY_EN if tiny_en else MIN_CTX
 
 
-def audio_ctx(n_samples: int, floor: int = MIN_CTX) -> int:
+def audio_ctx(n_samples: int, floor: int) -> int:
     """whisper.cpp's audio_ctx for a window of n_samples: the audio and MARGIN rounded up to a
     multiple of CTX_STEP, floor at least, or 0 (all 1500 positions, as Whisper was trained) for
     a window longer than WINDOW_S, which pack() never makes."""
