@@ -47,6 +47,7 @@ model: $(STAMPS)/venv
 	$(BIN)/appliance models install $(MODEL) --quant f16
 	$(BIN)/appliance models install $(MODEL) --quant $(QUANT)
 	$(BIN)/appliance models install $(MODEL) --quant $(RECORDER_QUANT)
+	$(BIN)/appliance models install silero-vad
 
 test: model
 	$(BIN)/python -m pytest
@@ -64,7 +65,7 @@ bench: model
 	$(BIN)/python -m benchmarks.daemon --output docs/benchmarks.md
 
 clean:
-	rm -rf $(VENV) $(STAMPS) .demo models/*.bin models/*.json
+	rm -rf $(VENV) $(STAMPS) .demo models/*.bin models/*.json models/*.onnx models/*.onnx.LICENSE
 
 # The appliance as a systemd service: deploy/install.sh and deploy/uninstall.sh read DESTDIR,
 # PREFIX, APT, BUILD_WHISPER, GPIO, SYSTEMD, PURGE (see their headers) from the command line.

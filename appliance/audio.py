@@ -18,16 +18,7 @@ from .errors import AudioError
 _LOGGER = logging.getLogger(__name__)
 
 SAMPLE_RATE = 16000
-"""Samples per second after decoding: the rate webrtcvad and Whisper both take."""
-
-FRAME_MS = 30
-"""One VAD frame in milliseconds; webrtcvad accepts 10, 20 or 30, and 30 decides most steadily."""
-
-FRAME_SAMPLES = SAMPLE_RATE * FRAME_MS // 1000
-"""Samples in one VAD frame (480)."""
-
-FRAME_BYTES = 2 * FRAME_SAMPLES
-"""Bytes in one VAD frame of 16-bit PCM (960)."""
+"""Samples per second after decoding: the rate Silero VAD and Whisper both take."""
 
 MAX_DURATION_S = 8 * 3600.0
 """Longest file `load` accepts by default: a working day, about 1.8 GB of float32 at 16 kHz."""

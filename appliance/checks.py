@@ -11,7 +11,7 @@ from typing import Callable, Mapping, Sequence
 from . import capture
 from . import config as config_file
 from .errors import ApplianceError
-from .models import ggml, store
+from .models import ggml, silero, store
 
 _SHOWN_DEVICES = 8
 
@@ -39,7 +39,7 @@ def check_model(ctx: Context) -> list[str]:
     if transcriber.quant not in ggml.QUANTS:
         problems.append(ctx.problem("transcriber.quant", f"{transcriber.quant!r} is not a quant",
                                     "one of " + ", ".join(ggml.QUANTS)))
-    directory = Path(transcriber.models_dir) if transcriber.models_dir else store.default_dir()
+    directory = store.configured_dir(transcriber.models_dir)
     names = [p.stem.removeprefix("ggml-") for p in store.installed(directory)]
     allowed = (f"a model installed in {directory} ({', '.join(names) or 'none yet'}) "
                "as NAME or NAME-QUANT, or a ggml .bin file path")
@@ -48,6 +48,21 @@ def check_model(ctx: Context) -> list[str]:
         store.verify(path)
     except (ApplianceError, OSError) as err:
         problems.append(ctx.problem("transcriber.model", str(err), allowed))
+    return problems
+
+
+def check_vad(ctx: Context) -> list[str]:
+    """[vad] values fit together, and Silero VAD's weights are installed beside the models."""
+    vad = ctx.config.vad
+    problems = []
+    if vad.pad_ms > vad.min_silence_ms:
+        problems.append(ctx.problem("vad.pad_ms", f"{vad.pad_ms} is longer than the pause that "
+                                    "ends a segment", f"at most vad.min_silence_ms "
+                                    f"({vad.min_silence_ms})"))
+    try:
+        silero.verify(silero.path(store.configured_dir(ctx.config.transcriber.models_dir)))
+    except ApplianceError as err:
+        problems.append(ctx.problem("vad", str(err), f"appliance models install {silero.NAME}"))
     return problems
 
 
@@ -170,6 +185,7 @@ def check_templates(ctx: Context) -> list[str]:
 # The checks check_config runs, in order.
 CHECKS: list[Check] = [
     check_model,
+    check_vad,
     check_audio_device,
     check_password_file,
     check_state_dir,

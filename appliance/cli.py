@@ -11,8 +11,9 @@ from typing import Sequence
 
 from . import __version__, checks, client
 from .errors import ApplianceError, UsageError
-from .models import catalog, ggml, install, store
+from .models import catalog, ggml, install, silero, store
 from .progress import ProgressLine
+from .audio import load
 from .transcribe import DecodeOptions, Transcriber
 from .transcript import FORMATS, Transcript, render
 from .workers import TranscriberPool, open_transcriber
@@ -24,7 +25,25 @@ def _models_dir(args: argparse.Namespace) -> Path:
     return Path(args.dir) if args.dir else store.default_dir()
 
 
+def _probability(text: str) -> float:
+    """An argparse type: a number strictly between 0 and 1."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
+    return value
+
+
 def _cmd_models_install(args: argparse.Namespace) -> int:
+    if args.name == silero.NAME:
+        if args.source == "official":
+            raise UsageError(f"{silero.NAME} comes from PyPI or --from, not --source official")
+        path, written = silero.install(
+            _models_dir(args), Path(args.from_path) if args.from_path else None)
+        print(f"{'installed' if written else 'already installed'}: {path}")
+        return 0
     if args.source == "official" and args.from_path:
         raise UsageError("--from and --source official cannot be combined")
     if not args.from_path:
@@ -116,7 +135,7 @@ def _cmd_transcribe(args: argparse.Namespace) -> int:
                     progress(f"{path.name} (seconds)", done_s, total_s)
 
             # A Segmenter per file: it keeps state from frame to frame.
-            segmenter = Segmenter(aggressiveness=args.vad_aggressiveness)
+            segmenter = Segmenter(silero.path(_models_dir(args)), threshold=args.vad_threshold)
             return transcriber.transcribe_file(path, segmenter, progress=report)
 
         started = [files.submit(transcribe, path, None) if side_by_side else None for path in paths]
@@ -145,18 +164,35 @@ def _cmd_transcribe(args: argparse.Namespace) -> int:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from .evaluate import evaluate, read_manifest  # jiwer and the normalizers: not in the daemon
+    # jiwer and the normalizers: not in the daemon
+    from .evaluate import compare, evaluate, fits_one_window, read_manifest
 
     sets = set(args.sets.split(",")) if args.sets else None
     clips = read_manifest(Path(args.manifest), sets=sets, language=args.language)
-    segmenter = Segmenter(aggressiveness=args.vad_aggressiveness)
+    segmenter = Segmenter(silero.path(_models_dir(args)), threshold=args.vad_threshold)
     with _transcriber(args) as transcriber:
 
         def transcribe(clip) -> str:
             return transcriber.transcribe_file(clip.audio, segmenter, clip.language).text
 
+        def alone(clip) -> str:
+            """The same weights on the whole clip, one window of all 1500 positions."""
+            samples = load(clip.audio)
+            language = transcriber.check_language(clip.language)
+            return " ".join(s.text for s in transcriber.transcribe_window(samples, language))
+
         report = evaluate(clips, transcribe, progress=ProgressLine())
-    print(report.to_json() if args.json else report.format())
+        baseline = None
+        if args.baseline:
+            whole = [c for c in clips if fits_one_window(c)]
+            baseline = evaluate(whole, alone, progress=ProgressLine())
+    if args.json:
+        print(report.to_json(baseline))
+    else:
+        print(report.format())
+        if baseline is not None:
+            print()
+            print(compare(report, baseline))
     return 0
 
 
@@ -170,8 +206,8 @@ def _add_model_options(parser: argparse.ArgumentParser, threads: int = 2) -> Non
     parser.add_argument("--threads", type=int, default=threads,
                         help=f"whisper.cpp threads per worker (default {threads})")
     parser.add_argument(
-        "--vad-aggressiveness", type=int, default=2, choices=range(4),
-        help="webrtcvad aggressiveness 0-3 (default 2)",
+        "--vad-threshold", type=_probability, default=0.5,
+        help="speech probability that opens a segment, 0-1 (default 0.5; lower keeps more)",
     )
 
 
@@ -195,7 +231,8 @@ def build_parser() -> argparse.ArgumentParser:
     dir_help = f"models folder (default: ./models in a checkout, else {store.INSTALLED_DIR})"
 
     add = actions.add_parser("install", help="convert or download a model into the models folder")
-    add.add_argument("name", help=f"model name: {', '.join(catalog.CATALOG)} (any name with --from)")
+    add.add_argument("name", help=f"model name: {', '.join(catalog.CATALOG)} (any name with "
+                     f"--from), or {silero.NAME} for the voice-activity detector's weights")
     add.add_argument(
         "--quant", default=catalog.DEFAULT_QUANT, help=f"weight type: {', '.join(ggml.QUANTS)} "
         f"(default {catalog.DEFAULT_QUANT})"
@@ -245,6 +282,9 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--sets", help="comma-separated set names (default: all)")
     score.add_argument("--language", help="only clips of this language")
     score.add_argument("--json", action="store_true", help="print JSON")
+    score.add_argument("--baseline", action="store_true", help="also decode every clip that "
+                       "fits one window whole, with the same weights and no VAD (the model "
+                       "alone), and print per set what the front end costs against it")
     score.set_defaults(func=_cmd_eval)
     check = commands.add_parser("check-config", help="check the config file and what it names "
                                 "(model, microphone, password file, state folder, calendar, "

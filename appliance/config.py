@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from .errors import ApplianceError
-from .window import WINDOW_S
 
 DEFAULT_PATH = Path("/etc/meeting-appliance/config.toml")
 ENV_PATH = "MEETING_APPLIANCE_CONFIG"
@@ -67,18 +66,21 @@ class AudioConfig:
 
 @dataclass(frozen=True)
 class VadConfig:
-    """The voice-activity detector that cuts audio into speech segments."""
+    """The voice-activity detector (Silero VAD) that cuts audio into speech segments."""
 
-    aggressiveness: int = _field(2, "webrtcvad aggressiveness, 0 (keeps most) to 3 (drops most).",
-                                 min=0, max=3)
-    pre_roll_ms: int = _field(300, "Audio kept before speech starts, milliseconds.",
-                              min=0, max=2000)
-    hangover_ms: int = _field(450, "Audio kept after speech stops, milliseconds.",
-                              min=0, max=3000)
-    min_silence_ms: int = _field(900, "Silence that ends a segment, milliseconds.",
-                                 min=90, max=10000)
-    max_segment_s: float = _field(22.0, f"Longest segment, seconds (a window holds {WINDOW_S} s).",
-                                  min=5.0, max=WINDOW_S)
+    threshold: float = _field(0.5, "Speech probability that opens a segment, 0 to 1; lower "
+                              "keeps more (Whisper still drops what it hears as silence).",
+                              min=0.05, max=0.95)
+    pad_ms: int = _field(400, "Audio kept before and after speech, milliseconds.",
+                         min=0, max=2000)
+    min_silence_ms: int = _field(2000, "Pause that ends a segment, milliseconds; shorter "
+                                 "pauses stay inside it.", min=100, max=10000)
+    min_speech_ms: int = _field(250, "Speech a segment needs, milliseconds; shorter sounds "
+                                "are dropped as clicks.", min=0, max=2000)
+    # 30 s: Whisper's window (appliance.window.WINDOW_S); not imported, so reading the config
+    # loads no numpy.
+    max_segment_s: float = _field(30.0, "Longest segment, seconds (a window holds 30 s).",
+                                  min=5.0, max=30.0)
 
 
 @dataclass(frozen=True)

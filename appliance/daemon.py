@@ -20,6 +20,7 @@ from .config import Config
 from .control import ControlServer, Request
 from .errors import UsageError
 from .meeting import Engine, Recording, SpoolReplay
+from .models import silero as silero_weights
 from .models import store as model_store
 from .notify import Notifier
 from .outbox import Outbox
@@ -41,20 +42,21 @@ _SHUTDOWN_FINISH_S = 90.0
 
 def load_engine(config: Config) -> Engine:
     """Load the configured model and warm it, so the first meeting does not wait for it."""
-    directory = Path(config.transcriber.models_dir) if config.transcriber.models_dir \
-        else model_store.default_dir()
+    directory = model_store.configured_dir(config.transcriber.models_dir)
     path = model_store.resolve(config.transcriber.model, directory, config.transcriber.quant)
     options = DecodeOptions(threads=config.transcriber.threads)
     engine: Any = open_transcriber(path, options, config.transcriber.workers)
     engine.transcribe([SpeechSegment(0.0, 1.0, np.zeros(16000, dtype=np.float32))], None)
+    segmenter(config)  # loads the VAD's weights now: a missing file stops the start, not a meeting
     return engine
 
 
 def segmenter(config: Config) -> Segmenter:
     """A Segmenter with the [vad] settings."""
     vad = config.vad
-    return Segmenter(aggressiveness=vad.aggressiveness, pre_roll_ms=vad.pre_roll_ms,
-                     hangover_ms=vad.hangover_ms, min_silence_ms=vad.min_silence_ms,
+    weights = silero_weights.path(model_store.configured_dir(config.transcriber.models_dir))
+    return Segmenter(weights, threshold=vad.threshold, pad_ms=vad.pad_ms,
+                     min_silence_ms=vad.min_silence_ms, min_speech_ms=vad.min_speech_ms,
                      max_segment_s=vad.max_segment_s)
 
 

@@ -16,6 +16,7 @@ from whisper_normalizer.basic import BasicTextNormalizer
 from whisper_normalizer.english import EnglishTextNormalizer
 
 from .errors import UsageError
+from .window import WINDOW_S
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -121,18 +122,50 @@ class Report:
         rows = [_format_row(row) for row in self.sets]
         return "\n".join([header, rule, *rows, rule, _format_row(self.corpus)])
 
-    def to_json(self) -> str:
-        """Sets, corpus and clips as a JSON document."""
+    def deletions(self, dataset: str) -> int:
+        """Reference words of one set that were not heard at all."""
+        return sum(r.deletions for r in self.results if r.dataset == dataset)
+
+    def to_json(self, baseline: Report | None = None) -> str:
+        """Sets, corpus and clips as a JSON document, and the model alone's if given."""
 
         def row(r: SetRow) -> dict[str, Any]:
             return {**asdict(r), "wer": r.wer, "rtf": r.rtf}
 
-        document = {
+        document: dict[str, Any] = {
             "sets": [row(r) for r in self.sets],
             "corpus": row(self.corpus),
             "clips": [asdict(r) for r in self.results],
         }
+        if baseline is not None:
+            document["baseline"] = json.loads(baseline.to_json())
         return json.dumps(document, ensure_ascii=False, indent=2)
+
+
+def fits_one_window(clip: Clip) -> bool:
+    """Whether the model alone can hear the whole clip in one window."""
+    return soundfile.info(str(clip.audio)).duration <= WINDOW_S
+
+
+def compare(ours: Report, alone: Report) -> str:
+    """Per set, on the clips that fit one window: our WER, the model alone's, and deletions."""
+    header = (f"{'set (clips that fit one window)':<32} {'words':>6} {'ours':>7} {'alone':>7} "
+              f"{'diff':>7} {'del ours':>8} {'del alone':>9}")
+    lines = [header, "-" * len(header)]
+    whole = {r.audio for r in alone.results}
+    for base in alone.sets:
+        mine = SetRow.total(base.dataset, (r for r in ours.results
+                                           if r.dataset == base.dataset and r.audio in whole))
+        if mine.wer is None or base.wer is None:
+            continue
+        ours_deleted = sum(r.deletions for r in ours.results
+                           if r.dataset == base.dataset and r.audio in whole)
+        lines.append(
+            f"{base.dataset:<32} {base.ref_words:>6} {100 * mine.wer:>6.1f}% "
+            f"{100 * base.wer:>6.1f}% {100 * (mine.wer - base.wer):>+6.1f} "
+            f"{ours_deleted:>8} {alone.deletions(base.dataset):>9}"
+        )
+    return "\n".join(lines)
 
 
 def _format_row(row: SetRow) -> str:

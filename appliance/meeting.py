@@ -12,7 +12,7 @@ from typing import AsyncIterator, Protocol, Sequence
 import numpy as np
 
 from . import spool as spool_file
-from .audio import FRAME_BYTES, SAMPLE_RATE, float_to_pcm16
+from .audio import SAMPLE_RATE, float_to_pcm16
 from .spool import Spool
 from .store import FINISHING, Database, Meeting
 from .transcribe import SEPARATOR_S
@@ -121,7 +121,6 @@ class Recording:
             worker.cancel()
 
     async def _capture(self) -> None:
-        buffer = bytearray()
         try:
             async for item in self.source.stream():
                 if isinstance(item, Gap):
@@ -132,12 +131,9 @@ class Recording:
                 if self.spool is not None:
                     self.spool.append(item)
                 self.audio_s += len(item) / _BYTES_PER_S
-                buffer += item
-                usable = len(buffer) - len(buffer) % FRAME_BYTES
-                for start in range(0, usable, FRAME_BYTES):
-                    for segment in self.segmenter.push(bytes(buffer[start:start + FRAME_BYTES])):
-                        self._queue(segment)
-                del buffer[:usable]
+                # Scoring speech is ONNX inference: off the loop, like every other blocking call.
+                for segment in await asyncio.to_thread(self.segmenter.push, item):
+                    self._queue(segment)
                 if self._pending:
                     self._wake.set()  # the worker checks whether the oldest has waited enough
             for segment in self.segmenter.flush():

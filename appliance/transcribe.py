@@ -20,12 +20,17 @@ from .errors import CorruptModelError, UsageError
 from .models import store
 from .transcript import Segment, Transcript
 from .vad import Segmenter
-from .window import WINDOW_S, min_ctx, set_window_params
+from .window import WINDOW_S, set_window_params
 
 _LOGGER = logging.getLogger(__name__)
 
 # Silence put between packed segments so the decoder hears a pause, not a run-on sentence.
 SEPARATOR_S = 0.4
+# The level each packed segment is brought to: close-talk speech (-20 dBFS RMS), by at most
+# +50 dB (a speaker at -70 dBFS), with peaks kept under full scale.
+SPEECH_RMS = 10 ** (-20 / 20)
+_MAX_GAIN = 10 ** (50 / 20)
+_MAX_PEAK = 0.95
 _WHISPER_LOG = logging.getLogger("whisper.cpp")
 _LOG_HOOK = threading.Lock()
 _hooked = False
@@ -112,8 +117,24 @@ class Window:
         return piece.recording_s + min(max(t_s - piece.window_s, 0.0), piece.duration_s)
 
 
+def level(samples: np.ndarray) -> np.ndarray:
+    """Samples brought to SPEECH_RMS (at most +MAX_GAIN_DB, peaks under full scale).
+
+    Whisper's log-mel input is not scale-free (it is clamped and offset in absolute terms), so
+    a speaker far from the microphone reaches the model out of the range it was trained on,
+    and one packed beside a loud speaker is heard under them.
+    """
+    samples = np.asarray(samples, dtype=np.float32)
+    rms = float(np.sqrt(np.mean(np.square(samples, dtype=np.float64)))) if samples.size else 0.0
+    peak = float(np.max(np.abs(samples))) if samples.size else 0.0
+    if rms <= 0.0:
+        return samples
+    gain = min(SPEECH_RMS / rms, _MAX_GAIN, _MAX_PEAK / peak)
+    return samples * np.float32(gain)
+
+
 def pack(segments: Iterable[Speech], window_s: float = WINDOW_S) -> list[Window]:
-    """Pack consecutive speech segments into windows of at most window_s seconds."""
+    """Pack consecutive speech segments, each levelled, into windows of at most window_s s."""
     gap = np.zeros(int(SEPARATOR_S * SAMPLE_RATE), dtype=np.float32)
     limit = int(window_s * SAMPLE_RATE)
     windows: list[Window] = []
@@ -121,7 +142,7 @@ def pack(segments: Iterable[Speech], window_s: float = WINDOW_S) -> list[Window]
     pieces: list[Piece] = []
     used = 0
     for segment in segments:
-        samples = np.asarray(segment.samples, dtype=np.float32)[:limit]
+        samples = level(np.asarray(segment.samples, dtype=np.float32)[:limit])
         needed = samples.size + (gap.size if parts else 0)
         if parts and used + needed > limit:
             windows.append(Window(np.concatenate(parts), tuple(pieces)))
@@ -287,7 +308,6 @@ class WindowTranscriber:
     model_path: Path
     multilingual: bool
     language: str
-    min_ctx: int  # encoder positions a window gets at least (appliance.window)
     _ahead = 0
     _alone_threads: int | None = None  # threads for a file of one window, if not the usual
 
@@ -295,7 +315,6 @@ class WindowTranscriber:
         found = store.verify(model_path)  # a damaged file must never reach whisper.cpp
         self.model_path = model_path
         self.multilingual = found.hparams.multilingual
-        self.min_ctx = min_ctx(found.hparams)
         self.language = self.check_language(options.language)
 
     def _submit_window(self, samples: np.ndarray, language: str) -> "Future[list[Segment]]":
@@ -381,7 +400,7 @@ class Transcriber(WindowTranscriber):
         audio = np.ascontiguousarray(samples, dtype=np.float32)
         with self._lock:
             self._params.language = language or self.language
-            set_window_params(self._params, audio.size, threads or self.threads, self.min_ctx)
+            set_window_params(self._params, threads or self.threads)
             if pw.whisper_full(ctx, self._params, audio, audio.size) != 0:
                 raise RuntimeError("whisper_full failed")
             return decoded_segments(

@@ -210,11 +210,9 @@ def bindings() -> Bindings:
 class _StateDecoder:
     """One whisper_state on the shared context, with its own copy of the decoding parameters."""
 
-    def __init__(self, found: Bindings, context: int, options: DecodeOptions,
-                 min_ctx: int) -> None:
+    def __init__(self, found: Bindings, context: int, options: DecodeOptions) -> None:
         self._lib = found.lib
         self._context = context
-        self._min_ctx = min_ctx
         self.state = self._lib.whisper_init_state(context)
         if not self.state:
             raise MemoryError("whisper_init_state failed")
@@ -234,7 +232,7 @@ class _StateDecoder:
         lang_id = lib.whisper_lang_id(language.encode()) if language != "auto" else -1
         self.params.language = lib.whisper_lang_str(lang_id) if lang_id >= 0 else b""
         audio = np.ascontiguousarray(samples, dtype=np.float32)
-        set_window_params(self.params, audio.size, threads, self._min_ctx)
+        set_window_params(self.params, threads)
         pcm = audio.ctypes.data_as(ctypes.POINTER(ctypes.c_float))
         if lib.whisper_full_with_state(self._context, state, self.params, pcm, audio.size) != 0:
             raise RuntimeError("whisper_full_with_state failed")
@@ -337,7 +335,7 @@ class TranscriberPool(WindowTranscriber):
                         str(model_path).encode(), context))
                 for _ in range(workers):
                     self._decoders.append(
-                        _StateDecoder(binding, self._context, options, self.min_ctx))
+                        _StateDecoder(binding, self._context, options))
             else:
                 for _ in range(workers):
                     self._decoders.append(_ModelDecoder(model_path, options))

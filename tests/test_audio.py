@@ -16,8 +16,6 @@ import soundfile
 import soxr
 
 from appliance.audio import (
-    FRAME_BYTES,
-    FRAME_SAMPLES,
     SAMPLE_RATE,
     Resampler,
     float_to_pcm16,
@@ -273,10 +271,6 @@ def test_pcm16_round_trip_is_exact():
 def test_pcm16_to_float_rejects_what_is_not_pcm16(bad):
     with pytest.raises(AudioError):
         pcm16_to_float(bad)
-
-
-def test_frame_constants():
-    assert (FRAME_SAMPLES, FRAME_BYTES) == (480, 960)
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from appliance import checks
-from appliance.models import store
+from appliance.models import silero, store
 
 CHECKOUT = Path(__file__).resolve().parents[1]
 MODELS = CHECKOUT / "models"
@@ -76,9 +76,26 @@ def test_a_model_that_is_not_there(write, tmp_path, text, expected):
     empty = tmp_path / "models"
     empty.mkdir()
     path = write(f'[transcriber]\nmodels_dir = "{empty}"\n' + text)
-    line = _only(checks.check_config(path), path, "transcriber.model")
+    problems = checks.check_config(path)
+    line = _only([p for p in problems if ": transcriber.model: " in p], path, "transcriber.model")
     assert expected in line
     assert f"allowed: a model installed in {empty} (none yet)" in line
+
+
+def test_a_models_folder_without_the_vads_weights(write, tmp_path):
+    folder = tmp_path / "models"
+    folder.mkdir()
+    shutil.copy(TINY, folder)
+    shutil.copy(TINY.with_suffix(".json"), folder)
+    path = write(f'[transcriber]\nmodels_dir = "{folder}"\nmodel = "tiny.en"\n')
+    line = _only(checks.check_config(path), path, "vad")
+    assert "appliance models install silero-vad" in line
+
+
+def test_vad_padding_longer_than_the_pause_that_ends_a_segment(write):
+    path = write("[vad]\npad_ms = 1500\nmin_silence_ms = 1000\n")
+    line = _only(checks.check_config(path), path, "vad.pad_ms")
+    assert "vad.min_silence_ms (1000)" in line
 
 
 def test_a_damaged_model_is_named(write, tmp_path):
@@ -87,6 +104,7 @@ def test_a_damaged_model_is_named(write, tmp_path):
     copy = models / TINY.name
     shutil.copyfile(TINY, copy)
     shutil.copyfile(store.sidecar_path(TINY), store.sidecar_path(copy))
+    shutil.copyfile(silero.path(MODELS), silero.path(models))
     with open(copy, "r+b") as handle:
         handle.seek(1 << 20)
         handle.write(b"\xff" * 16)

@@ -15,6 +15,9 @@ from appliance.evaluate import Clip, Report, evaluate, normalize, read_manifest,
 
 MANIFEST = Path(__file__).parent / "data" / "speech" / "manifest.jsonl"
 EXPECTED_SETS = {
+    "ami_meetings",
+    "notsofar",
+    "quiet_speakers",
     "jfk",
     "librivox_sense_sensibility",
     "mfa_disfluency",
@@ -186,7 +189,7 @@ def test_manifest_reads_clips_and_skips_blank_lines(manifest_dir: Path) -> None:
     ("sets", "language", "message"),
     [
         ({"jfk", "nope"}, None, "unknown set nope in "),
-        ({"nope"}, None, "available: ami_lhotse_clip, commonvoice_en_words, commonvoice_sv, jfk"),
+        ({"nope"}, None, "available: ami_lhotse_clip, ami_meetings, commonvoice_en_words, commonvoice_sv, jfk"),
         (None, "de", "no clips in language 'de'"),
         (None, "de", "available: en, sv"),
         ({"jfk"}, "sv", "match the chosen sets and language"),

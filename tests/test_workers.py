@@ -15,7 +15,6 @@ from appliance.evaluate import read_manifest
 from appliance.models import catalog
 from appliance.transcribe import DecodeOptions, Transcriber, _whisper, pack
 from appliance.vad import Segmenter
-from appliance.window import audio_ctx
 from appliance.workers import Decoded, TranscriberPool
 
 DATA = Path(__file__).parent / "data"
@@ -145,11 +144,10 @@ def test_a_file_of_one_window_gets_every_workers_thread(pool, clips, meeting_spe
 def test_a_window_decodes_the_same_whatever_was_decoded_before(model, clips,
                                                                meeting_speech) -> None:
     # A state keeps the encoder's output of earlier windows; with flash attention whisper.cpp
-    # reads it padded to 256 positions, unmasked, so only counts of whole 256s are safe.
+    # reads it padded to 1536 positions, unmasked: windows of every length in turn, long and short.
     windows = [w.samples for w in pack(meeting_speech)] + clips
+    assert max(w.size for w in windows) > 25 * 16000 and min(w.size for w in windows) < 10 * 16000
     with Transcriber(model, OPTIONS) as one:
-        # each size in turn
-        assert {audio_ctx(w.size, one.min_ctx) for w in windows} == {512, 768, 1024, 1280}
         in_turn = [one.transcribe_window(w) for w in windows]
     alone = []
     for window in windows:

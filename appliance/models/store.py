@@ -28,6 +28,11 @@ def default_dir() -> Path:
     return INSTALLED_DIR
 
 
+def configured_dir(models_dir: str) -> Path:
+    """The folder `[transcriber] models_dir` names, or the default when it is empty."""
+    return Path(models_dir) if models_dir else default_dir()
+
+
 def model_path(directory: Path, name: str, quant: str) -> Path:
     """Where a model of this name and quant lives."""
     return directory / f"ggml-{name}-{quant}.bin"
