@@ -60,6 +60,7 @@ demo: model
 bench: model
 	$(BIN)/python -m benchmarks.run --output docs/benchmarks.md
 	$(BIN)/python -m benchmarks.interleaved --output docs/benchmarks.md
+	$(BIN)/python -m benchmarks.frontend --output docs/benchmarks.md
 	$(BIN)/appliance bench parallel --output docs/benchmarks.md
 	$(BIN)/python -m benchmarks.timings --output docs/benchmarks.md
 	$(BIN)/python -m benchmarks.daemon --output docs/benchmarks.md

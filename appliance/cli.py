@@ -114,7 +114,9 @@ def _cmd_models_verify(args: argparse.Namespace) -> int:
 
 def _transcriber(args: argparse.Namespace) -> Transcriber | TranscriberPool:
     path = store.resolve(args.model, _models_dir(args), catalog.DEFAULT_QUANT)
-    options = DecodeOptions(threads=args.threads, language=args.language)
+    terms = [t.strip() for t in (args.vocabulary or "").split(",") if t.strip()]
+    options = DecodeOptions(threads=args.threads, language=args.language,
+                            beam_size=args.beam_size, prompt=", ".join(terms))
     return open_transcriber(path, options, getattr(args, "workers", 1))
 
 
@@ -205,9 +207,13 @@ def _add_model_options(parser: argparse.ArgumentParser, threads: int = 2) -> Non
     parser.add_argument("--dir", help="models folder (default: as for `appliance models`)")
     parser.add_argument("--threads", type=int, default=threads,
                         help=f"whisper.cpp threads per worker (default {threads})")
+    parser.add_argument("--beam-size", type=int, default=1, choices=range(1, 9), metavar="N",
+                        help="beam search width 1-8 (default 1: greedy)")
+    parser.add_argument("--vocabulary", metavar="TERMS", help="comma-separated names and terms "
+                        "to expect, given to the model as its prompt")
     parser.add_argument(
-        "--vad-threshold", type=_probability, default=0.5,
-        help="speech probability that opens a segment, 0-1 (default 0.5; lower keeps more)",
+        "--vad-threshold", type=_probability, default=0.35,
+        help="speech probability that opens a segment, 0-1 (default 0.35; lower keeps more)",
     )
 
 

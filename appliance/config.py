@@ -21,6 +21,11 @@ _DOMAIN = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?$")
 _LANGUAGE = re.compile(r"^[a-z]{2,3}$")
 
 
+# Whisper's prompt holds at most 224 tokens; 40 terms of 40 characters stay well inside it.
+_MAX_TERMS = 40
+_MAX_TERM = 40
+
+
 class ConfigError(ApplianceError, ValueError):
     """The config file is unreadable or a key in it has a value we do not accept."""
 
@@ -49,6 +54,10 @@ class RoomConfig:
     calendar: str = _field("", "iCalendar file path or http(s) URL on the LAN; empty for none.")
     timezone: str = _field("", "IANA time zone for dates in the email (e.g. Europe/Stockholm); "
                            "empty for the system's.", kind="timezone")
+    vocabulary: tuple[str, ...] = _field((), "Names and terms said in this room, given to the "
+                                         "model as its prompt so it spells them right "
+                                         f"(at most {_MAX_TERMS} of {_MAX_TERM} characters).",
+                                         kind="term", max_items=_MAX_TERMS)
 
 
 @dataclass(frozen=True)
@@ -68,7 +77,7 @@ class AudioConfig:
 class VadConfig:
     """The voice-activity detector (Silero VAD) that cuts audio into speech segments."""
 
-    threshold: float = _field(0.5, "Speech probability that opens a segment, 0 to 1; lower "
+    threshold: float = _field(0.35, "Speech probability that opens a segment, 0 to 1; lower "
                               "keeps more (Whisper still drops what it hears as silence).",
                               min=0.05, max=0.95)
     pad_ms: int = _field(400, "Audio kept before and after speech, milliseconds.",
@@ -97,6 +106,8 @@ class TranscriberConfig:
     models_dir: str = _field("", "Folder of installed models; empty for the default "
                              "(/var/lib/meeting-appliance/models).")
     workers: int = _field(1, "Decoding workers fed from one queue.", min=1, max=8)
+    beam_size: int = _field(1, "Beam search width; 1 decodes greedily (README, \"The front "
+                            "end\": what a wider beam costs and gains).", min=1, max=8)
     threads: int = _field(2, "Threads per worker.", min=1, max=64)
     queue_segments: int = _field(8, "Segments waiting in memory before the rest wait on disk.",
                                  min=1, max=1000)
@@ -296,6 +307,8 @@ def _check(item: dataclasses.Field, value: Any, where: str) -> Any:
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise ConfigError(f"{where}: expected a list of strings, got {_shown(value)}")
         cleaned = tuple(v.strip() for v in value)
+        if len(cleaned) > rules.get("max_items", len(cleaned)):
+            raise ConfigError(f"{where}: {len(cleaned)} items, at most {rules['max_items']}")
         for v in cleaned:
             _check_text(v, kind, where)
         return cleaned
@@ -326,6 +339,9 @@ def _check(item: dataclasses.Field, value: Any, where: str) -> Any:
 
 
 def _check_text(value: str, kind: str | None, where: str) -> None:
+    if kind == "term" and not (0 < len(value) <= _MAX_TERM and value.isprintable()):
+        raise ConfigError(f"{where}: {value!r} is not a term of 1 to {_MAX_TERM} printable "
+                          "characters")
     if kind in ("address", "addresses") and not _ADDRESS.match(value):
         raise ConfigError(f"{where}: {value!r} is not an email address")
     if kind == "domains" and not _DOMAIN.match(value):

@@ -44,7 +44,9 @@ def load_engine(config: Config) -> Engine:
     """Load the configured model and warm it, so the first meeting does not wait for it."""
     directory = model_store.configured_dir(config.transcriber.models_dir)
     path = model_store.resolve(config.transcriber.model, directory, config.transcriber.quant)
-    options = DecodeOptions(threads=config.transcriber.threads)
+    options = DecodeOptions(threads=config.transcriber.threads,
+                            beam_size=config.transcriber.beam_size,
+                            prompt=", ".join(config.room.vocabulary))
     engine: Any = open_transcriber(path, options, config.transcriber.workers)
     engine.transcribe([SpeechSegment(0.0, 1.0, np.zeros(16000, dtype=np.float32))], None)
     segmenter(config)  # loads the VAD's weights now: a missing file stops the start, not a meeting

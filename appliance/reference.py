@@ -25,6 +25,7 @@ EXAMPLES: dict[tuple[str, str], Any] = {
     ("room", "default_participants"): ["team@example.com", "minutes@example.com"],
     ("room", "calendar"): "/etc/meeting-appliance/boardroom.ics",
     ("room", "timezone"): "Europe/Stockholm",
+    ("room", "vocabulary"): ["Ebenezer Ademesoye", "Kubernetes", "OKR"],
     ("audio", "device"): "USB",
     ("transcriber", "model"): "base",
     ("transcriber", "models_dir"): "/var/lib/meeting-appliance/models",
@@ -44,6 +45,7 @@ _KINDS = {
     "addresses": "a list of email addresses",
     "domains": "a list of domain names",
     "timezone": 'an IANA time zone name ("Europe/Stockholm") or empty',
+    "term": "a list of names or terms, each 1 to 40 printable characters",
 }
 
 _INTRO = """\

@@ -215,6 +215,8 @@ class DecodeOptions:
     # pure greedy (35.96 %, the same as faster-whisper); loops are cut by collapse_repeats.
     # When set, only a window failing the thresholds above is re-decoded, one candidate each.
     temperature_inc: float = 0.0
+    # Names and terms of the room ([room] vocabulary), given to the decoder as its prompt.
+    prompt: str = ""
 
     def whisper_params(self) -> dict[str, Any]:
         """The whisper_full_params fields these options set, by name (nested structs as dicts).
@@ -238,6 +240,8 @@ class DecodeOptions:
             "print_progress": False,
             "print_realtime": False,
             "print_timestamps": False,
+            # Every window's prompt: with no_context it is all the decoder is given before.
+            **({"initial_prompt": self.prompt} if self.prompt else {}),
         }
 
 

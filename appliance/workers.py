@@ -221,6 +221,8 @@ class _StateDecoder:
             if isinstance(value, dict):  # the greedy / beam_search sub-structs
                 for field, item in value.items():
                     setattr(getattr(self.params, name), field, item)
+            elif isinstance(value, str):  # char * fields take bytes, kept alive by ctypes
+                setattr(self.params, name, value.encode())
             else:
                 setattr(self.params, name, value)
         self.threads = options.threads  # per window unless decode is given another count

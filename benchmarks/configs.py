@@ -11,6 +11,8 @@ ROOT = Path(__file__).resolve().parents[1]
 MANIFEST = ROOT / "tests" / "data" / "speech" / "manifest.jsonl"
 MEETING = ROOT / "tests" / "data" / "meetings" / "dev-meeting-01.flac"
 MEETING_TEXT = MEETING.with_suffix(".txt")
+# Both dev meetings: close-talk clips joined (01), real AMI meeting talk at mixed levels (02).
+MEETINGS = (MEETING, ROOT / "tests" / "data" / "meetings" / "dev-meeting-02.flac")
 MEETING_LANGUAGE = "en"
 MEETING_RUNS = 3  # each engine transcribes the meeting this many times; the median is reported
 SWEDISH_SET = "commonvoice_sv"

@@ -1,9 +1,9 @@
-"""The meeting-time ratio against faster-whisper, with the two engines taking turns.
+"""The meeting-time ratio against faster-whisper, with the engines taking turns, and their WER.
 
 benchmarks.run measures one configuration after the other, so a neighbour's load that comes
 and goes on a shared machine can land on one engine only. Here one process loads the default
 whisper.cpp engine (as `appliance transcribe` runs it) and faster-whisper int8 on the same
-tiny.en weights, then transcribes the dev meeting with each in turn, ROUNDS times; the ratio
+tiny.en weights, then transcribes each dev meeting with each in turn, ROUNDS times; the ratio
 is taken between the medians. Writes the "Meeting time, engines taking turns" section.
 """
 
@@ -17,14 +17,17 @@ import time
 from pathlib import Path
 from typing import Callable
 
+import jiwer
+
 from appliance import report_sections
-from appliance.models import catalog, store
+from appliance.evaluate import normalize
+from appliance.models import catalog, silero, store
 from appliance.transcribe import DecodeOptions
 from appliance.vad import Segmenter
 from appliance.workers import open_transcriber
 
 from . import peer
-from .configs import MEETING, MEETING_LANGUAGE, ROOT
+from .configs import MEETING_LANGUAGE, MEETINGS, ROOT
 from .machine import command_line, describe
 
 HEADING = "## Meeting time, engines taking turns"
@@ -33,48 +36,64 @@ HEADING = "## Meeting time, engines taking turns"
 _SETTLE_S = 2.0
 
 
-def measure(model: Path, threads: int, rounds: int, scratch: Path) -> dict[str, list[float]]:
-    """Seconds per meeting transcription for each engine, round by round."""
+def measure(model: Path, threads: int, rounds: int, scratch: Path
+            ) -> dict[str, dict[str, tuple[list[float], float]]]:
+    """Per meeting and engine: seconds per transcription, round by round, and the WER."""
     fw = peer.load(peer.model_folder(catalog.DEFAULT_MODEL, scratch), "int8", threads)
+    segmenter = Segmenter(silero.path(model.parent))
+    results = {}
     with open_transcriber(model, DecodeOptions(threads=1), workers=threads) as ours:
-        engines: dict[str, Callable[[], object]] = {
-            f"whisper.cpp {model.name}, {threads} workers x 1 thread":
-                lambda: ours.transcribe_file(MEETING, Segmenter(), MEETING_LANGUAGE),
-            "faster-whisper int8, whole file":
-                lambda: peer.transcribe(fw, str(MEETING), MEETING_LANGUAGE),
-            "faster-whisper int8, vad_filter=True":
-                lambda: peer.transcribe(fw, str(MEETING), MEETING_LANGUAGE, True),
-        }
-        for run in engines.values():  # warm-up, not timed
-            run()
-        times: dict[str, list[float]] = {name: [] for name in engines}
-        for done in range(1, rounds + 1):
-            for name, run in engines.items():
-                time.sleep(_SETTLE_S)
-                started = time.perf_counter()
-                run()
-                times[name].append(time.perf_counter() - started)
-            print(f"bench interleaved: round {done}/{rounds}", file=sys.stderr, flush=True)
-    return times
+        for meeting in MEETINGS:
+            engines: dict[str, Callable[[], str]] = {
+                f"whisper.cpp {model.name}, {threads} workers x 1 thread":
+                    lambda: ours.transcribe_file(meeting, segmenter, MEETING_LANGUAGE).text,
+                "faster-whisper int8, whole file":
+                    lambda: peer.transcribe(fw, str(meeting), MEETING_LANGUAGE),
+                "faster-whisper int8, vad_filter=True":
+                    lambda: peer.transcribe(fw, str(meeting), MEETING_LANGUAGE, True),
+            }
+            reference = meeting.with_suffix(".txt").read_text(encoding="utf-8")
+            texts = {name: run() for name, run in engines.items()}  # warm-up, not timed
+            times: dict[str, list[float]] = {name: [] for name in engines}
+            for done in range(1, rounds + 1):
+                for name, run in engines.items():
+                    time.sleep(_SETTLE_S)
+                    started = time.perf_counter()
+                    run()
+                    times[name].append(time.perf_counter() - started)
+                print(f"bench interleaved: {meeting.name} round {done}/{rounds}",
+                      file=sys.stderr, flush=True)
+            results[meeting.name] = {
+                name: (times[name], _wer(reference, texts[name])) for name in engines}
+    return results
 
 
-def render(times: dict[str, list[float]], machine: dict, command: str) -> str:
-    """The report section: medians, every run, and each engine's ratio to ours."""
-    ours = next(iter(times))
-    ours_s = statistics.median(times[ours])
+def _wer(reference: str, hypothesis: str) -> float:
+    """Word error rate in percent after the evaluation's normalization."""
+    ref, hyp = normalize(reference, MEETING_LANGUAGE), normalize(hypothesis, MEETING_LANGUAGE)
+    out = jiwer.process_words(ref, hyp)
+    return 100 * (out.substitutions + out.deletions + out.insertions) / len(ref.split())
+
+
+def render(results: dict[str, dict[str, tuple[list[float], float]]], machine: dict,
+           command: str) -> str:
+    """The report section: per meeting, medians, every run, WER and each engine's ratio."""
     lines = [
         HEADING, "",
         f"`{command}` on {machine.get('cpu', 'this machine')}, {machine.get('cores', '?')} cores, "
-        f"load average at the start {machine['load_average'][0]:.2f}: one process, the dev "
+        f"load average at the start {machine['load_average'][0]:.2f}: one process, each dev "
         f"meeting transcribed by each engine in turn, after one untimed warm-up each and a "
         f"{_SETTLE_S:.0f} s pause before each run.", "",
-        "| engine | median s | runs s | whisper.cpp / this |",
-        "| --- | ---: | --- | ---: |",
+        "| meeting | engine | median s | runs s | WER | whisper.cpp / this |",
+        "| --- | --- | ---: | --- | ---: | ---: |",
     ]
-    for name, runs in times.items():
-        median = statistics.median(runs)
-        lines.append(f"| {name} | {median:.2f} | {', '.join(f'{r:.2f}' for r in runs)} | "
-                     f"{ours_s / median:.2f} |")
+    for meeting, engines in results.items():
+        ours_s = statistics.median(next(iter(engines.values()))[0])
+        for name, (runs, wer) in engines.items():
+            median = statistics.median(runs)
+            lines.append(f"| {meeting} | {name} | {median:.2f} | "
+                         f"{', '.join(f'{r:.2f}' for r in runs)} | {wer:.1f} % | "
+                         f"{ours_s / median:.2f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -94,9 +113,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     machine = describe(ROOT)  # before the run: its load average is the other work's
     with tempfile.TemporaryDirectory(prefix="bench-interleaved-") as scratch:
-        times = measure(model, args.threads, args.rounds, Path(scratch))
+        results = measure(model, args.threads, args.rounds, Path(scratch))
     command = command_line("benchmarks.interleaved", argv)
-    report_sections.write(args.output, render(times, machine, command))
+    report_sections.write(args.output, render(results, machine, command))
     print(f"bench interleaved: wrote the interleaved section of {args.output}", file=sys.stderr)
     return 0
 

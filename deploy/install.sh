@@ -105,6 +105,10 @@ if [ -n "$MODEL" ]; then
 else
     step "model: skipped (MODEL is empty)"
 fi
+# The voice-activity detector's weights (Silero VAD, from PyPI's silero-vad wheel): the daemon
+# does not start without them.
+step "voice-activity detector weights into $models"
+"$VENV/bin/python" -m appliance models install silero-vad --dir "$models"
 chmod 0700 "$DESTDIR$STATEDIR"
 chmod 0755 "$models"
 if [ "$live" = yes ] && getent passwd "$SERVICE" >/dev/null; then

@@ -900,3 +900,32 @@ def test_verify_command_reports_the_corrupt_file(
     code, _, err = run_cli(capsys, "models", "verify", "base", "--dir", str(tmp_path))
     assert code == 2
     assert one_error_line(err) == f"appliance: error: no installed model named 'base' in {tmp_path}"
+
+
+# ---------------------------------------------------------------- Silero VAD's weights
+
+
+def test_silero_weights_install_from_a_file_and_again_is_a_noop(tmp_path) -> None:
+    from appliance.models import silero
+
+    source = silero.path(store.default_dir())  # `make test` installed it from PyPI's wheel
+    target, written = silero.install(tmp_path, source)
+    assert written and target == silero.path(tmp_path)
+    assert silero.verify(target) == target
+    assert silero.install(tmp_path, source) == (target, False)
+
+
+def test_silero_weights_that_are_not_the_pinned_ones_are_refused(tmp_path) -> None:
+    from appliance.models import silero
+
+    other = tmp_path / "other.onnx"
+    other.write_bytes(silero.path(store.default_dir()).read_bytes()[:-1] + b"\0")
+    with pytest.raises(CorruptModelError, match="sha256"):
+        silero.install(tmp_path / "models", other)
+    assert not silero.path(tmp_path / "models").exists()
+    not_a_wheel = tmp_path / "silero_vad-6.2.3-py3-none-any.whl"
+    not_a_wheel.write_bytes(b"PK not really")
+    with pytest.raises(CorruptModelError, match="not the silero-vad"):
+        silero.install(tmp_path / "models", not_a_wheel)
+    with pytest.raises(SourceMissingError, match="not installed"):
+        silero.verify(silero.path(tmp_path / "models"))

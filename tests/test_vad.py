@@ -90,7 +90,7 @@ def test_push_takes_only_whole_samples(size):
 
 def test_jfk_segments_cover_all_of_its_speech(jfk):
     segments = Segmenter().segments(jfk)
-    speech = _scores(jfk) >= 0.5
+    speech = _scores(jfk) >= 0.35
     assert speech.sum() > 100
     assert _covered(segments, speech.size)[speech].all()
     assert all(0 <= s.start_s < s.end_s <= jfk.size / SAMPLE_RATE for s in segments)
@@ -113,7 +113,7 @@ def test_a_speaker_is_found_at_any_level(jfk, level_db):
 @pytest.mark.parametrize("lead_s", [0.0, 0.1, 0.3, 1.0, 2.5])
 def test_padding_reaches_back_before_the_first_speech(jfk, lead_s):
     samples = np.concatenate([_silence(lead_s), jfk])
-    first_s = np.argmax(_scores(samples) >= 0.5) * FRAME_S
+    first_s = np.argmax(_scores(samples) >= 0.35) * FRAME_S
     start_s = Segmenter(pad_ms=400).segments(samples)[0].start_s
     assert start_s == pytest.approx(max(0.0, first_s - 0.416), abs=1e-6)  # 13 whole frames
 
@@ -122,7 +122,7 @@ def test_padding_reaches_back_before_the_first_speech(jfk, lead_s):
 def test_padding_keeps_audio_after_the_last_speech(jfk, pad_ms):
     samples = np.concatenate([jfk, _silence(3.0)])
     scores = _scores(samples)
-    last = np.flatnonzero(scores >= 0.35)[-1]
+    last = np.flatnonzero(scores >= 0.2)[-1]
     end_s = Segmenter(pad_ms=pad_ms).segments(samples)[-1].end_s
     assert end_s >= (last + 1) * FRAME_S + pad_ms / 1000 - 1e-6
     assert end_s <= (last + 1) * FRAME_S + pad_ms / 1000 + FRAME_S + 1e-6
@@ -175,7 +175,7 @@ def test_segments_fit_whisper_and_cover_the_meeting(meeting, meeting_segments):
     assert len(meeting_segments) >= 15
     assert all(0 < s.duration_s <= 30.0 for s in meeting_segments)
     assert all(a.end_s <= b.start_s for a, b in pairwise(meeting_segments))
-    speech = _scores(meeting) >= 0.5
+    speech = _scores(meeting) >= 0.35
     # All but a blip or two under min_speech_ms (a cough, 0.13 s at 19.5 s).
     assert _covered(meeting_segments, speech.size)[speech].mean() >= 0.995
 
@@ -183,7 +183,7 @@ def test_segments_fit_whisper_and_cover_the_meeting(meeting, meeting_segments):
 def test_no_segment_in_the_meetings_silent_stretch(meeting, meeting_segments):
     for segment in meeting_segments:
         overlap = min(segment.end_s, SILENCE[1]) - max(segment.start_s, SILENCE[0])
-        assert overlap <= 0.5  # the padding of the speech on either side
+        assert overlap <= 1.0  # the fading ends and padding of the speech on either side
 
 
 def test_room_tone_after_digital_silence_is_not_speech(meeting):
