@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from appliance.models import catalog
+from appliance.models import catalog, store
 
 ROOT = Path(__file__).resolve().parents[1]
 MANIFEST = ROOT / "tests" / "data" / "speech" / "manifest.jsonl"
@@ -79,3 +80,14 @@ def select(only: str | None, quick: bool) -> list[Config]:
         choices = ", ".join(c.id for c in ALL)
         raise ValueError(f"unknown configuration {', '.join(unknown)}; choose from {choices}")
     return [c for c in ALL if c.id in wanted]
+
+
+def default_model(bench: str) -> Path | None:
+    """The default model and quant in the checkout's models folder; None, said on stderr, if
+    it is not installed."""
+    model = store.model_path(store.default_dir(), catalog.DEFAULT_MODEL, catalog.DEFAULT_QUANT)
+    if model.exists():
+        return model
+    print(f"bench {bench}: error: {model} is not installed (make model installs it)",
+          file=sys.stderr)
+    return None

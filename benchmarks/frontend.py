@@ -15,11 +15,11 @@ from pathlib import Path
 from appliance import report_sections
 from appliance.audio import load
 from appliance.evaluate import Report, compare, evaluate, fits_one_window, read_manifest
-from appliance.models import catalog, silero, store
+from appliance.models import silero
 from appliance.transcribe import DecodeOptions, Transcriber
 from appliance.vad import Segmenter
 
-from .configs import MANIFEST, ROOT
+from .configs import MANIFEST, ROOT, default_model
 from .machine import command_line, describe
 
 HEADING = "## Front end against the model alone"
@@ -59,10 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.threads < 1:
         parser.error("--threads must be 1 or more")
-    model = store.model_path(store.default_dir(), catalog.DEFAULT_MODEL, catalog.DEFAULT_QUANT)
-    if not model.exists():
-        print(f"bench frontend: error: {model} is not installed (make model installs it)",
-              file=sys.stderr)
+    model = default_model("frontend")
+    if model is None:
         return 2
     machine = describe(ROOT)
     ours, alone = measure(model, args.threads)

@@ -21,13 +21,13 @@ import jiwer
 
 from appliance import report_sections
 from appliance.evaluate import normalize
-from appliance.models import catalog, silero, store
+from appliance.models import catalog, silero
 from appliance.transcribe import DecodeOptions
 from appliance.vad import Segmenter
 from appliance.workers import open_transcriber
 
 from . import peer
-from .configs import MEETING_LANGUAGE, MEETINGS, ROOT
+from .configs import MEETING_LANGUAGE, MEETINGS, ROOT, default_model
 from .machine import command_line, describe
 
 HEADING = "## Meeting time, engines taking turns"
@@ -106,10 +106,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.threads < 1 or args.rounds < 1:
         parser.error("--threads and --rounds must be 1 or more")
-    model = store.model_path(store.default_dir(), catalog.DEFAULT_MODEL, catalog.DEFAULT_QUANT)
-    if not model.exists():
-        print(f"bench interleaved: error: {model} is not installed (make model installs it)",
-              file=sys.stderr)
+    model = default_model("interleaved")
+    if model is None:
         return 2
     machine = describe(ROOT)  # before the run: its load average is the other work's
     with tempfile.TemporaryDirectory(prefix="bench-interleaved-") as scratch:
