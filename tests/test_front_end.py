@@ -66,16 +66,26 @@ def test_the_product_path_is_within_a_point_of_the_model_alone(both, name) -> No
     assert ours <= model + 1.0, f"{name}: product {ours:.1f} % vs model alone {model:.1f} %"
 
 
-@pytest.mark.parametrize("level_db", [-66.0, -45.0])
-def test_a_quiet_clip_is_transcribed_as_at_its_own_level(transcriber, segmenter, level_db):
-    (clip,) = read_manifest(DATA / "speech" / "manifest.jsonl", sets={"jfk"})
-    samples = load(clip.audio)
-    rms_db = 10 * np.log10(np.mean(samples.astype(np.float64) ** 2))
-    quiet = samples * np.float32(10 ** ((level_db - rms_db) / 20))
-    reference = normalize(clip.text, "en")
-    heard = [normalize(_text(transcriber.transcribe(segmenter.segments(s))), "en")
-             for s in (samples, quiet)]
-    assert wer([reference], [heard[1]]) <= wer([reference], [heard[0]])
+def test_clips_at_minus_66_dbfs_are_transcribed_as_at_their_own_level(transcriber, segmenter):
+    """The nine close-talk clips the quiet-speaker set was made from, brought to -66 dBFS RMS
+    (and so to 16-bit PCM a few steps tall, as the Segmenter takes it) against their own level.
+    One clip alone flips a word either way (tiny.en), so the bar is the set's: a WER point."""
+    quiet_names = {c.audio.name for c in read_manifest(DATA / "speech" / "manifest.jsonl",
+                                                       sets={"quiet_speakers"})}
+    clips = [c for c in read_manifest(DATA / "speech" / "manifest.jsonl", language="en")
+             if c.dataset != "quiet_speakers" and c.audio.name in quiet_names]
+    assert len(clips) == 9
+    references = [normalize(c.text, "en") for c in clips]
+    heard: dict[str, list[str]] = {"own": [], "-66": []}
+    for clip in clips:
+        samples = load(clip.audio)
+        rms_db = 10 * np.log10(np.mean(samples.astype(np.float64) ** 2))
+        quiet = samples * np.float32(10 ** ((-66.0 - rms_db) / 20))
+        for level, audio in (("own", samples), ("-66", quiet)):
+            heard[level].append(normalize(_text(transcriber.transcribe(
+                segmenter.segments(audio))), "en"))
+    own, quiet_wer = wer(references, heard["own"]), wer(references, heard["-66"])
+    assert quiet_wer <= own + 1.0, f"-66 dBFS {quiet_wer:.1f} % vs own level {own:.1f} %"
 
 
 @pytest.mark.parametrize("kind", sorted(noise.KINDS))
