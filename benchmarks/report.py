@@ -185,9 +185,9 @@ def _method(document: dict[str, Any]) -> list[str]:
         "decoding states of one thread each on one copy of the weights, built by "
         "`deploy/build-whisper.sh` for this CPU (load time includes the file's sha256 check "
         "against its install record: `verify_s` in the JSON), then `transcribe_file(audio, Segmenter(), language)` per clip and for the "
-        "meeting: webrtcvad segments packed into windows of up to 24.32 s, each encoded over "
-        "the multiple of 256 of Whisper's 1500 positions that holds it (at least 512 for "
-        "tiny.en, 1024 for base; `appliance/window.py`), greedy, no previous-text conditioning.",
+        "meeting: Silero VAD segments, levelled and packed into windows of up to 30 s, each "
+        "encoded over all 1500 positions (`appliance/window.py`), greedy, no previous-text "
+        "conditioning.",
         "- faster-whisper loads the same CTranslate2 weights the appliance converts, "
         f"`WhisperModel(dir, device=\"cpu\", compute_type=..., cpu_threads={threads})`, decodes "
         "greedily (`beam_size=1, temperature=0.0, condition_on_previous_text=False`, language "
