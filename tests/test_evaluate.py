@@ -303,3 +303,13 @@ def test_evaluate_counts_invented_words_on_silence(manifest_dir: Path) -> None:
     assert quiet.audio_s == pytest.approx(1.0)
     assert quiet.rtf == pytest.approx(0.1)
     assert (report.corpus.wer, report.corpus.invented_words) == (0.0, 3)
+
+
+@pytest.mark.parametrize(("seconds", "fits"), [(5.0, True), (30.0, True), (30.0000625, True),
+                                               (30.01, False), (31.0, False)])
+def test_a_clip_fits_one_window_to_10_ms(tmp_path, seconds, fits) -> None:
+    from appliance.evaluate import fits_one_window
+
+    audio = tmp_path / "clip.wav"
+    soundfile.write(audio, np.zeros(round(seconds * 16000), dtype=np.int16), 16000)
+    assert fits_one_window(Clip(audio, "x", "en", "set")) is fits
