@@ -135,8 +135,10 @@ host_tools() {
     # F: the kernel opens qemu now, so it runs aarch64 programs inside the chroot too.
     grep -qx enabled /proc/sys/fs/binfmt_misc/qemu-aarch64
     grep -q '^flags: .*F' /proc/sys/fs/binfmt_misc/qemu-aarch64
-    qemu-aarch64-static -cpu help | grep -qw "$CPU"
-    qemu-aarch64-static --version | head -1
+    local cpus
+    cpus=$(qemu-aarch64-static -cpu help || true)  # exits 1 after the list
+    grep -qw -- "$CPU" <<< "$cpus"
+    qemu-aarch64-static --version | sed -n 1p
 }
 
 base_rootfs() {
@@ -189,8 +191,8 @@ fresh_pi() {
 hwcap() { chroot "$PI" /usr/bin/env -i "$@" LD_SHOW_AUXV=1 /bin/true | awk '$1 == "AT_HWCAP:" {print $2}'; }
 cpu_model() {
     local a72 max
-    a72=$(hwcap QEMU_CPU="$CPU")
-    max=$(hwcap)
+    a72=0x$(hwcap QEMU_CPU="$CPU")  # printed in hex, without 0x
+    max=0x$(hwcap)
     echo "AT_HWCAP with QEMU_CPU=$CPU: $a72; with qemu's default (max): $max"
     (( (a72 >> 1) & 1 )) || { echo "no asimd (NEON)"; return 1; }
     (( !((a72 >> 20) & 1) && !((a72 >> 9) & 1) && !((a72 >> 10) & 1) )) \
