@@ -160,6 +160,9 @@ fresh_pi() {
     if compgen -G "/usr/local/share/ca-certificates/*.crt" >/dev/null; then
         cp /usr/local/share/ca-certificates/*.crt "$PI/usr/local/share/ca-certificates/"
     fi
+    # dpkg's fsyncs cost minutes here and protect against power loss, which a copy thrown
+    # away after the run does not need (as in Debian's container images).
+    echo force-unsafe-io > "$PI/etc/dpkg/dpkg.cfg.d/pi-emulated-unsafe-io"
     # No service starts in a chroot (Debian's policy-rc.d convention).
     printf '#!/bin/sh\nexit 101\n' > "$PI/usr/sbin/policy-rc.d"
     chmod 0755 "$PI/usr/sbin/policy-rc.d"
@@ -182,6 +185,8 @@ fresh_pi() {
         ln -s /host/usr/lib/x86_64-linux-gnu "$PI/usr/lib/x86_64-linux-gnu"
         ln -s /host/usr/lib64/ld-linux-x86-64.so.2 "$PI/usr/lib64/ld-linux-x86-64.so.2"
         [ -e "$PI/lib64" ] || ln -s usr/lib64 "$PI/lib64"
+        # Its libc.so and libm.so are linker scripts naming /usr/aarch64-linux-gnu/lib/....
+        ln -s /host/usr/aarch64-linux-gnu "$PI/usr/aarch64-linux-gnu"
     fi
     pi update-ca-certificates
 }
