@@ -119,7 +119,7 @@ trap cleanup EXIT
 
 host_tools() {
     local missing=() p
-    local packages=(qemu-user-static binfmt-support debootstrap bc)
+    local packages=(qemu-user-static binfmt-support debootstrap bc binutils-aarch64-linux-gnu)
     [ "$COMPILER" = native ] || packages+=(gcc-aarch64-linux-gnu g++-aarch64-linux-gnu)
     for p in "${packages[@]}"; do
         dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
@@ -206,7 +206,24 @@ cpu_model() {
 }
 
 make_install() {
-    pi bash -c 'cd /src && make install'
+    # Each line with the time it came, for the times of install.sh's own steps.
+    pi bash -c 'cd /src && make install' 2>&1 \
+        | while IFS= read -r line; do printf '%(%T)T %s\n' -1 "$line"; done
+}
+
+# The same, read from the code: no dot-product, matrix, bf16, SVE or fp16 arithmetic
+# instruction anywhere in pywhispercpp's libraries (fcvt* between half and single precision
+# is ARMv8.0, and stays).
+armv82_scan() {
+    local f count total=0
+    for f in "$PI"/opt/meeting-appliance/lib/python3*/site-packages/{libggml,libwhisper,_pywhispercpp}*.so; do
+        count=$(aarch64-linux-gnu-objdump -d --no-show-raw-insn "$f" \
+            | grep -E '\s(sdot|udot|usdot|sudot|smmla|ummla|usmmla|bfdot|bfmmla|bfcvt[a-z0-9]*)\s|\sf[a-z0-9]+\s+(v[0-9]+\.[48]h|h[0-9]+),|\sz[0-9]+\.' \
+            | grep -cv '\sfcvt' || true)
+        echo "$count  ${f#"$PI"}"
+        total=$((total + count))
+    done
+    [ "$total" -eq 0 ]
 }
 
 # A program using the dot-product instruction (ARMv8.2) must die of SIGILL (status 132).
@@ -257,11 +274,11 @@ daemon_start() {
         wait $! || status=$?
         echo "$status" > "$DAEMON_STATUS"
     ) > "$LOGS/daemon.log" 2>&1 &
-    local i
-    for i in $(seq 300); do
+    local start=$SECONDS
+    while [ $((SECONDS - start)) -lt 600 ]; do
         [ ! -e "$DAEMON_STATUS" ] || { cat "$LOGS/daemon.log"; return 1; }
         if pi "$APPLIANCE" status 2>/dev/null | grep -q idle; then
-            echo "idle after ${i} s"
+            echo "idle after $((SECONDS - start)) s"
             return 0
         fi
         sleep 1
@@ -271,15 +288,15 @@ daemon_start() {
 }
 
 daemon_meeting() {
-    local id state i
+    local id state start=$SECONDS
     id=$(pi "$APPLIANCE" start --from-file "$JFK" --to admin@example.com --title "Pi emulated")
     echo "meeting $id"
-    for i in $(seq 900); do
+    while [ $((SECONDS - start)) -lt 900 ]; do
         state=$(pi "$APPLIANCE" meetings --json | pi /opt/meeting-appliance/bin/python -c '
 import json, sys
 print(next(m["state"] for m in json.load(sys.stdin) if m["id"] == int(sys.argv[1])))' "$id")
         case $state in
-            done) echo "done after ${i} s"; break ;;
+            done) echo "done after $((SECONDS - start)) s"; break ;;
             failed*|error*) echo "state $state"; return 1 ;;
         esac
         sleep 1
@@ -294,14 +311,12 @@ print(next(m["state"] for m in json.load(sys.stdin) if m["id"] == int(sys.argv[1
 }
 
 daemon_stop() {
-    local i
+    local start=$SECONDS
     kill -TERM "$(cat "$DAEMON_PID")"
-    for i in $(seq 180); do
-        [ -e "$DAEMON_STATUS" ] && break
-        sleep 1
-    done
+    while [ ! -e "$DAEMON_STATUS" ] && [ $((SECONDS - start)) -lt 180 ]; do sleep 1; done
     tail -n 20 "$LOGS/daemon.log"
-    echo "exit status $(cat "$DAEMON_STATUS") after ${i} s"
+    [ -e "$DAEMON_STATUS" ] || { echo "still running after 180 s"; return 1; }
+    echo "exit status $(cat "$DAEMON_STATUS") after $((SECONDS - start)) s"
     [ "$(cat "$DAEMON_STATUS")" = 0 ]
 }
 
@@ -332,11 +347,12 @@ step "a fresh Pi: copy of the root, mounts, /src read-only" fresh_pi
 step "CPU model $CPU: NEON, no dot product, no fp16" cpu_model
 step "make install (apt, venv, pywhispercpp for armv8-a, model)" make_install
 step "dot-product instruction dies of SIGILL" sigill
+step "no ARMv8.2+ instruction in whisper.cpp's libraries (objdump)" armv82_scan
 step "appliance models verify" models_verify
 step "appliance transcribe jfk (exact after normalization)" transcribe "$JFK" \
     "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country." 0
 step "appliance transcribe a dev clip" transcribe "$CLIP" \
-    "and mister john dashwood had then leisure to consider how much there might be prudently in his power to do for them" 0.25
+    "and mister john dashwood had then leisure to consider how much there might be prudently in his power to do for them" 0.1
 step "appliance run (service user, installed config): idle" daemon_start
 step "a meeting from a file, delivered to the Maildir" daemon_meeting
 step "SIGTERM: the daemon exits 0" daemon_stop
