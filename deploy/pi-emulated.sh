@@ -21,7 +21,7 @@ binfmt-support and debootstrap (installed if missing), and the package registrie
   --fresh        forget every cache first (root file system, .debs, pip's cache, the
                  pywhispercpp wheel): the run from nothing
   --native-compiler
-                 compile inside the emulation with the Pi's own gcc (hours), instead of
+                 compile with the Pi's own gcc, itself emulated (far slower), instead of
                  Debian's gcc 12.2 cross compiler for arm64 running at host speed inside
                  the Pi (same compiler version, same flags, same sources)
   -h, --help     this text
