@@ -152,6 +152,11 @@ base_rootfs() {
 
 fresh_pi() {
     unmount_pi
+    # rm -rf through a bind mount that is still there would delete the host's /dev.
+    if awk -v root="$PI" 'index($2, root "/") == 1 {found = 1} END {exit !found}' /proc/self/mounts; then
+        echo "still mounted under $PI"
+        return 1
+    fi
     rm -rf "$PI"
     cp -a "$BASE" "$PI"
     mkdir -p "$CACHE/apt" "$CACHE/pip" "$CACHE/wheels" "$PI/src" "$PI/var/cache/pywhispercpp-wheels"
@@ -334,7 +339,8 @@ versions() {
 mkdir -p "$CACHE" "$LOGS"
 rm -f "$LOGS"/*.log
 if [ "$FRESH" = yes ]; then
-    rm -rf "$BASE" "$BASE.tmp" "$PI" "$CACHE/apt" "$CACHE/pip" "$CACHE/wheels"
+    unmount_pi
+    rm -rf "$BASE" "$BASE.tmp" "$CACHE/apt" "$CACHE/pip" "$CACHE/wheels"  # $PI: in fresh_pi
 fi
 begin=$(date +%s)
 step "host: qemu-user-static, binfmt_misc" host_tools
