@@ -43,8 +43,10 @@ if [ -n "${PYWHISPERCPP_WHEELS:-}" ]; then
     # The wheel's name says only version, Python and platform: the key adds what else shapes it.
     python_tag=$("$VENV/bin/python" -c 'import sys; print(sys.implementation.cache_tag)')
     compiler=$("${CXX:-c++}" --version 2>/dev/null | head -1 || true)
-    key=$(printf '%s\n' "$PYWHISPERCPP_VERSION $flags" "$(uname -m) $python_tag" "$compiler" \
-        | sha256sum | cut -c1-16)
+    shaped_by=("$PYWHISPERCPP_VERSION $flags" "$(uname -m) $python_tag" "$compiler")
+    # GGML_NATIVE=ON builds for this CPU's own instruction set: another CPU needs its own.
+    [ "$arch" != "-DGGML_NATIVE=ON" ] || shaped_by+=("$(grep -m1 '^flags' /proc/cpuinfo || true)")
+    key=$(printf '%s\n' "${shaped_by[@]}" | sha256sum | cut -c1-16)
     wheels=$PYWHISPERCPP_WHEELS/$key
     if ! compgen -G "$wheels/pywhispercpp-*.whl" >/dev/null; then
         step "$building"
