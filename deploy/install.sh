@@ -12,6 +12,7 @@
 #   BUILD_WHISPER=yes   yes|no: build pywhispercpp from source for this CPU (deploy/build-whisper.sh)
 #   GGML_CPU_ARM_ARCH=armv8-a       -march for that build (armv8-a runs on a Pi 4's Cortex-A72)
 #   PYWHISPERCPP_VERSION=1.5.1      the version built from source
+#   PYWHISPERCPP_WHEELS=            keep that build's wheel in this folder and reuse it
 #   GPIO=auto           yes|no: build lgpio (gpiozero's pin driver); auto = yes on aarch64
 #   SYSTEMD=auto        yes|no: sysusers, tmpfiles, udev, enable; auto = yes unless DESTDIR is set
 set -euo pipefail
@@ -74,7 +75,7 @@ step "virtualenv $VENV"
 pip=("$VENV/bin/python" -m pip --disable-pip-version-check)
 
 if wanted "$BUILD_WHISPER" yes; then
-    "$SRC/deploy/build-whisper.sh" "$VENV"  # reads PYWHISPERCPP_VERSION, GGML_CPU_ARM_ARCH
+    "$SRC/deploy/build-whisper.sh" "$VENV"  # reads PYWHISPERCPP_*, GGML_CPU_ARM_ARCH
 fi
 
 step "meeting-appliance from $SRC${EXTRAS:+ [$EXTRAS]}"
