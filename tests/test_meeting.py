@@ -55,7 +55,9 @@ def _record(tmp_path, engine, source, queue_segments=8, crash_after_first_commit
         if not crash_after_first_commit:
             await task
             return
-        while db.meeting(meeting.id).transcribed_s == 0:
+        # Once the whole file is in the spool (a live spool holds all that was heard before
+        # the crash) and the first window is committed.
+        while db.meeting(meeting.id).transcribed_s == 0 or recording.capturing:
             await asyncio.sleep(0.05)
         task.cancel()  # as abrupt as the loop allows: the process "dies" here
         with pytest.raises(asyncio.CancelledError):

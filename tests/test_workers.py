@@ -20,7 +20,7 @@ from appliance.workers import Decoded, TranscriberPool
 DATA = Path(__file__).parent / "data"
 MEETING = DATA / "meetings" / "dev-meeting-01.flac"
 # The first 75 s of the dev meeting: three windows packed from 2-5 speech segments each.
-MEETING_S = 75.0
+MEETING_S = 110.0
 # One whisper.cpp thread per worker, for the reference too: only the number of workers differs.
 OPTIONS = DecodeOptions(threads=1)
 
