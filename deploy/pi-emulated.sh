@@ -172,6 +172,16 @@ fresh_pi() {
     printf '#!/bin/sh\nexit 101\n' > "$PI/usr/sbin/policy-rc.d"
     chmod 0755 "$PI/usr/sbin/policy-rc.d"
     mount -t proc proc "$PI/proc"
+    # qemu-user (7.2, Debian 12's) shows aarch64 programs the host's x86 /proc/cpuinfo, and
+    # onnxruntime's CPU probe (cpuinfo) crashes on it once /sys is there too: a real Pi has a
+    # Pi's. So the Pi gets a Pi 4's (four Cortex-A72 cores, part 0xd08, ARMv8.0 features).
+    for core in 0 1 2 3; do
+        printf 'processor\t: %s\nBogoMIPS\t: 108.00\nFeatures\t: fp asimd evtstrm crc32 cpuid\n' "$core"
+        printf 'CPU implementer\t: 0x41\nCPU architecture: 8\nCPU variant\t: 0x0\n'
+        printf 'CPU part\t: 0xd08\nCPU revision\t: 3\n\n'
+    done > "$CACHE/pi4-cpuinfo"
+    printf 'Hardware\t: BCM2835\nModel\t\t: Raspberry Pi 4 Model B Rev 1.4\n' >> "$CACHE/pi4-cpuinfo"
+    mount --bind -o ro "$CACHE/pi4-cpuinfo" "$PI/proc/cpuinfo"
     mount -t sysfs sysfs "$PI/sys"
     mount --bind /dev "$PI/dev"
     mount -t devpts -o newinstance,ptmxmode=0666 devpts "$PI/dev/pts"
