@@ -155,12 +155,11 @@ def compare(ours: Report, alone: Report) -> str:
     lines = [header, "-" * len(header)]
     whole = {r.audio for r in alone.results}
     for base in alone.sets:
-        mine = SetRow.total(base.dataset, (r for r in ours.results
-                                           if r.dataset == base.dataset and r.audio in whole))
+        same = [r for r in ours.results if r.dataset == base.dataset and r.audio in whole]
+        mine = SetRow.total(base.dataset, same)
         if mine.wer is None or base.wer is None:
             continue
-        ours_deleted = sum(r.deletions for r in ours.results
-                           if r.dataset == base.dataset and r.audio in whole)
+        ours_deleted = sum(r.deletions for r in same)
         lines.append(
             f"{base.dataset:<32} {base.ref_words:>6} {100 * mine.wer:>6.1f}% "
             f"{100 * base.wer:>6.1f}% {100 * (mine.wer - base.wer):>+6.1f} "

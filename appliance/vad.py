@@ -83,7 +83,6 @@ class SpeechDetector:
 class _Frame(NamedTuple):
     samples: np.ndarray
     probability: float
-    active: bool
 
 
 def default_model() -> SileroModel:
@@ -201,9 +200,9 @@ class Segmenter:
         self._index += 1
         floor = self.threshold - _HYSTERESIS if self._active else self.threshold
         self._active = probability >= floor
-        frame = _Frame(samples, probability, self._active)
+        frame = _Frame(samples, probability)
         if not self._open:
-            if frame.active:
+            if self._active:
                 self._open = [*self._ring, frame]
                 self._start = index - len(self._ring)
                 self._last_active = index
@@ -214,7 +213,7 @@ class Segmenter:
                 self._ring.append(frame)
             return []
         self._open.append(frame)
-        if frame.active:
+        if self._active:
             self._last_active = index
             self._speech += 1
         elif index - self._last_active >= self._min_silence:
