@@ -50,18 +50,20 @@ model: $(STAMPS)/venv
 	$(BIN)/appliance models install silero-vad
 
 test: model
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest
 
 demo: model
 	rm -rf .demo
-	$(BIN)/python -m appliance.demo --workdir .demo
+	$(BIN)/python -m tools.demo --workdir .demo
 
 # Each step rewrites only its own part of docs/benchmarks.md; run on an otherwise idle machine.
 bench: model
 	$(BIN)/python -m benchmarks.run --output docs/benchmarks.md
 	$(BIN)/python -m benchmarks.interleaved --output docs/benchmarks.md
 	$(BIN)/python -m benchmarks.frontend --output docs/benchmarks.md
-	$(BIN)/appliance bench parallel --output docs/benchmarks.md
+	$(BIN)/python -m benchmarks.parallel --output docs/benchmarks.md
 	$(BIN)/python -m benchmarks.timings --output docs/benchmarks.md
 	$(BIN)/python -m benchmarks.daemon --output docs/benchmarks.md
 

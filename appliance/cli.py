@@ -5,24 +5,24 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Sequence
 
-from . import __version__, checks, client
-from .errors import ApplianceError, UsageError
-from .models import catalog, ggml, install, silero, store
-from .progress import ProgressLine
-from .audio import load
-from .transcribe import DecodeOptions, Transcriber
-from .transcript import FORMATS, Transcript, render
-from .workers import TranscriberPool, open_transcriber
-from .vad import Segmenter
-
+from appliance import __version__, paths
+from appliance.engine.transcriber import DecodeOptions, Transcriber
+from appliance.engine.workers import TranscriberPool, open_transcriber
+from appliance.errors import ApplianceError, UsageError
+from appliance.models import catalog, ggml, install, silero, store
+from appliance.progress import ProgressLine
+from appliance.recording.audio import load
+from appliance.recording.segmenter import Segmenter
+from appliance.service import checks, client
+from appliance.transcript import FORMATS, Transcript, render
 
 
 def _models_dir(args: argparse.Namespace) -> Path:
-    return Path(args.dir) if args.dir else store.default_dir()
+    return Path(args.dir) if args.dir else paths.models_dir()
 
 
 def _probability(text: str) -> float:
@@ -41,7 +41,8 @@ def _cmd_models_install(args: argparse.Namespace) -> int:
         if args.source == "official":
             raise UsageError(f"{silero.NAME} comes from PyPI or --from, not --source official")
         path, written = silero.install(
-            _models_dir(args), Path(args.from_path) if args.from_path else None)
+            _models_dir(args), Path(args.from_path) if args.from_path else None
+        )
         print(f"{'installed' if written else 'already installed'}: {path}")
         return 0
     if args.source == "official" and args.from_path:
@@ -96,9 +97,8 @@ def _cmd_models_list(args: argparse.Namespace) -> int:
 def _cmd_models_verify(args: argparse.Namespace) -> int:
     directory = _models_dir(args)
     paths = store.installed(directory, args.name)
-    if args.name:
-        if not paths:
-            raise UsageError(f"no installed model named {args.name!r} in {directory}")
+    if args.name and not paths:
+        raise UsageError(f"no installed model named {args.name!r} in {directory}")
     if not paths:
         raise UsageError(f"no models in {directory}")
     failed = 0
@@ -115,8 +115,12 @@ def _cmd_models_verify(args: argparse.Namespace) -> int:
 def _transcriber(args: argparse.Namespace) -> Transcriber | TranscriberPool:
     path = store.resolve(args.model, _models_dir(args), catalog.DEFAULT_QUANT)
     terms = [t.strip() for t in (args.vocabulary or "").split(",") if t.strip()]
-    options = DecodeOptions(threads=args.threads, language=args.language,
-                            beam_size=args.beam_size, prompt=", ".join(terms))
+    options = DecodeOptions(
+        threads=args.threads,
+        language=args.language,
+        beam_size=args.beam_size,
+        prompt=", ".join(terms),
+    )
     return open_transcriber(path, options, getattr(args, "workers", 1))
 
 
@@ -141,7 +145,7 @@ def _cmd_transcribe(args: argparse.Namespace) -> int:
             return transcriber.transcribe_file(path, segmenter, progress=report)
 
         started = [files.submit(transcribe, path, None) if side_by_side else None for path in paths]
-        for path, future in zip(paths, started):
+        for path, future in zip(paths, started, strict=True):
             progress = ProgressLine()
             try:
                 transcript = future.result() if future else transcribe(path, progress)
@@ -167,7 +171,13 @@ def _cmd_transcribe(args: argparse.Namespace) -> int:
 
 def _cmd_eval(args: argparse.Namespace) -> int:
     # jiwer and the normalizers: not in the daemon
-    from .evaluate import compare, evaluate, fits_one_window, read_manifest
+    try:
+        from appliance.evaluate import compare, evaluate, fits_one_window, read_manifest
+    except ImportError as err:
+        raise UsageError(
+            f"appliance eval needs the [eval] extra ({err.name} is missing): "
+            "pip install 'meeting-appliance[eval]'"
+        ) from err
 
     sets = set(args.sets.split(",")) if args.sets else None
     clips = read_manifest(Path(args.manifest), sets=sets, language=args.language)
@@ -200,19 +210,35 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 def _add_model_options(parser: argparse.ArgumentParser, threads: int = 2) -> None:
     parser.add_argument(
-        "--model", default=catalog.DEFAULT_MODEL,
+        "--model",
+        default=catalog.DEFAULT_MODEL,
         help=f"installed model name (tiny.en, base, ...), NAME-QUANT, or a ggml file path "
         f"(default {catalog.DEFAULT_MODEL}, quant {catalog.DEFAULT_QUANT} first)",
     )
     parser.add_argument("--dir", help="models folder (default: as for `appliance models`)")
-    parser.add_argument("--threads", type=int, default=threads,
-                        help=f"whisper.cpp threads per worker (default {threads})")
-    parser.add_argument("--beam-size", type=int, default=1, choices=range(1, 9), metavar="N",
-                        help="beam search width 1-8 (default 1: greedy)")
-    parser.add_argument("--vocabulary", metavar="TERMS", help="comma-separated names and terms "
-                        "to expect, given to the model as its prompt")
     parser.add_argument(
-        "--vad-threshold", type=_probability, default=0.35,
+        "--threads",
+        type=int,
+        default=threads,
+        help=f"whisper.cpp threads per worker (default {threads})",
+    )
+    parser.add_argument(
+        "--beam-size",
+        type=int,
+        default=1,
+        choices=range(1, 9),
+        metavar="N",
+        help="beam search width 1-8 (default 1: greedy)",
+    )
+    parser.add_argument(
+        "--vocabulary",
+        metavar="TERMS",
+        help="comma-separated names and terms to expect, given to the model as its prompt",
+    )
+    parser.add_argument(
+        "--vad-threshold",
+        type=_probability,
+        default=0.35,
         help="speech probability that opens a segment, 0-1 (default 0.35; lower keeps more)",
     )
 
@@ -226,22 +252,24 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser for every subcommand."""
-    parser = argparse.ArgumentParser(
-        prog="appliance", description="On-device meeting transcriber."
-    )
+    parser = argparse.ArgumentParser(prog="appliance", description="On-device meeting transcriber.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     models = commands.add_parser("models", help="install, list and verify whisper.cpp models")
     actions = models.add_subparsers(dest="action", required=True, metavar="ACTION")
-    dir_help = f"models folder (default: ./models in a checkout, else {store.INSTALLED_DIR})"
+    dir_help = f"models folder (default: ./models in a checkout, else {paths.INSTALLED_MODELS})"
 
     add = actions.add_parser("install", help="convert or download a model into the models folder")
-    add.add_argument("name", help=f"model name: {', '.join(catalog.CATALOG)} (any name with "
-                     f"--from), or {silero.NAME} for the voice-activity detector's weights")
     add.add_argument(
-        "--quant", default=catalog.DEFAULT_QUANT, help=f"weight type: {', '.join(ggml.QUANTS)} "
-        f"(default {catalog.DEFAULT_QUANT})"
+        "name",
+        help=f"model name: {', '.join(catalog.CATALOG)} (any name with "
+        f"--from), or {silero.NAME} for the voice-activity detector's weights",
+    )
+    add.add_argument(
+        "--quant",
+        default=catalog.DEFAULT_QUANT,
+        help=f"weight type: {', '.join(ggml.QUANTS)} (default {catalog.DEFAULT_QUANT})",
     )
     add.add_argument("--dir", help=dir_help)
     add.add_argument(
@@ -252,7 +280,9 @@ def build_parser() -> argparse.ArgumentParser:
         "official: download the official ggml file (needs internet), checked by sha256",
     )
     add.add_argument(
-        "--from", dest="from_path", metavar="PATH",
+        "--from",
+        dest="from_path",
+        metavar="PATH",
         help="install from a local CTranslate2 folder or ggml file instead",
     )
     add.set_defaults(func=_cmd_models_install)
@@ -273,13 +303,21 @@ def build_parser() -> argparse.ArgumentParser:
     # measured here on the dev meeting, q8_0: 5.74 s against 6.31 s for one worker of two threads
     # (medians of 5 runs taking turns in one process).
     _add_model_options(run, threads=1)
-    run.add_argument("--language", help="language code, e.g. en, sv (default: en for .en "
-                     "models, detected otherwise)")
+    run.add_argument(
+        "--language",
+        help="language code, e.g. en, sv (default: en for .en models, detected otherwise)",
+    )
     run.add_argument("--format", choices=FORMATS, default="txt", help="output format (default txt)")
-    run.add_argument("--output", metavar="DIR", help="write DIR/NAME.FORMAT per input instead "
-                     "of printing")
-    run.add_argument("--workers", type=int, default=2, help="decoding workers sharing the "
-                     "model: files and the windows of a long file side by side (default 2)")
+    run.add_argument(
+        "--output", metavar="DIR", help="write DIR/NAME.FORMAT per input instead of printing"
+    )
+    run.add_argument(
+        "--workers",
+        type=int,
+        default=2,
+        help="decoding workers sharing the "
+        "model: files and the windows of a long file side by side (default 2)",
+    )
     run.set_defaults(func=_cmd_transcribe)
 
     score = commands.add_parser("eval", help="word error rate over a manifest.jsonl of clips")
@@ -288,27 +326,24 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--sets", help="comma-separated set names (default: all)")
     score.add_argument("--language", help="only clips of this language")
     score.add_argument("--json", action="store_true", help="print JSON")
-    score.add_argument("--baseline", action="store_true", help="also decode every clip that "
-                       "fits one window whole, with the same weights and no VAD (the model "
-                       "alone), and print per set what the front end costs against it")
+    score.add_argument(
+        "--baseline",
+        action="store_true",
+        help="also decode every clip that "
+        "fits one window whole, with the same weights and no VAD (the model "
+        "alone), and print per set what the front end costs against it",
+    )
     score.set_defaults(func=_cmd_eval)
-    check = commands.add_parser("check-config", help="check the config file and what it names "
-                                "(model, microphone, password file, state folder, calendar, "
-                                "templates); one line per problem, exit 1 if any")
+    check = commands.add_parser(
+        "check-config",
+        help="check the config file and what it names "
+        "(model, microphone, password file, state folder, calendar, "
+        "templates); one line per problem, exit 1 if any",
+    )
     check.set_defaults(func=_cmd_check_config)
     client.add_commands(commands)
-    _add_bench_command(commands)
     _add_config_option(parser)
     return parser
-
-
-def _add_bench_command(commands: argparse._SubParsersAction) -> None:
-    """`appliance bench parallel`: the benchmark lives in appliance.parallel."""
-    from . import parallel
-
-    bench = commands.add_parser("bench", help="measure the transcriber on this machine")
-    kinds = bench.add_subparsers(dest="benchmark", required=True, metavar="BENCHMARK")
-    parallel.add_parser(kinds)
 
 
 def _add_config_option(parser: argparse.ArgumentParser) -> None:
@@ -316,8 +351,12 @@ def _add_config_option(parser: argparse.ArgumentParser) -> None:
     for action in parser._subparsers._group_actions if parser._subparsers else ():
         for sub in action.choices.values():
             if sub._subparsers is None:
-                sub.add_argument("--config", metavar="PATH", help="config file (default "
-                                 "$MEETING_APPLIANCE_CONFIG, else /etc/meeting-appliance/config.toml)")
+                sub.add_argument(
+                    "--config",
+                    metavar="PATH",
+                    help="config file (default "
+                    "$MEETING_APPLIANCE_CONFIG, else /etc/meeting-appliance/config.toml)",
+                )
             _add_config_option(sub)
 
 

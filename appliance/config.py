@@ -7,11 +7,12 @@ import os
 import re
 import tomllib
 import zoneinfo
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
-from .errors import ApplianceError
+from appliance.errors import ApplianceError
 
 DEFAULT_PATH = Path("/etc/meeting-appliance/config.toml")
 ENV_PATH = "MEETING_APPLIANCE_CONFIG"
@@ -46,71 +47,113 @@ class RoomConfig:
     """The room the appliance stands in."""
 
     name: str = _field("Meeting room", "Room name shown in the email.")
-    language: str = _field("en", "Spoken language (ISO 639-1), or \"auto\" to detect per meeting.",
-                           kind="language")
-    default_participants: tuple[str, ...] = _field((), "Who gets the transcript when neither "
-                                                   "`start --to` nor the calendar names anyone.",
-                                                   kind="addresses")
+    language: str = _field(
+        "en", 'Spoken language (ISO 639-1), or "auto" to detect per meeting.', kind="language"
+    )
+    default_participants: tuple[str, ...] = _field(
+        (),
+        "Who gets the transcript when neither `start --to` nor the calendar names anyone.",
+        kind="addresses",
+    )
     calendar: str = _field("", "iCalendar file path or http(s) URL on the LAN; empty for none.")
-    timezone: str = _field("", "IANA time zone for dates in the email (e.g. Europe/Stockholm); "
-                           "empty for the system's.", kind="timezone")
-    vocabulary: tuple[str, ...] = _field((), "Names and terms said in this room, given to the "
-                                         "model as its prompt so it spells them right "
-                                         f"(at most {_MAX_TERMS} of {_MAX_TERM} characters).",
-                                         kind="term", max_items=_MAX_TERMS)
+    timezone: str = _field(
+        "",
+        "IANA time zone for dates in the email (e.g. Europe/Stockholm); empty for the system's.",
+        kind="timezone",
+    )
+    vocabulary: tuple[str, ...] = _field(
+        (),
+        "Names and terms said in this room, given to the "
+        "model as its prompt so it spells them right "
+        f"(at most {_MAX_TERMS} of {_MAX_TERM} characters).",
+        kind="term",
+        max_items=_MAX_TERMS,
+    )
 
 
 @dataclass(frozen=True)
 class AudioConfig:
     """The microphone."""
 
-    device: str = _field("", "Capture device name (or part of it) or index; empty for the "
-                         "system default.")
-    samplerate: int = _field(0, "Rate to open the device at, Hz; 0 for its default rate. 16000 "
-                             "skips a resampling step where the device or sound server "
-                             "converts well (PulseAudio, PipeWire).", min=0, max=192000)
-    retry_max_s: float = _field(30.0, "Longest wait between attempts to reopen a lost "
-                                "microphone, seconds.", min=1.0, max=600.0)
+    device: str = _field(
+        "", "Capture device name (or part of it) or index; empty for the system default."
+    )
+    samplerate: int = _field(
+        0,
+        "Rate to open the device at, Hz; 0 for its default rate. 16000 "
+        "skips a resampling step where the device or sound server "
+        "converts well (PulseAudio, PipeWire).",
+        min=0,
+        max=192000,
+    )
+    retry_max_s: float = _field(
+        30.0,
+        "Longest wait between attempts to reopen a lost microphone, seconds.",
+        min=1.0,
+        max=600.0,
+    )
 
 
 @dataclass(frozen=True)
 class VadConfig:
     """The voice-activity detector (Silero VAD) that cuts audio into speech segments."""
 
-    threshold: float = _field(0.35, "Speech probability that opens a segment, 0 to 1; lower "
-                              "keeps more (Whisper still drops what it hears as silence).",
-                              min=0.05, max=0.95)
-    pad_ms: int = _field(400, "Audio kept before and after speech, milliseconds.",
-                         min=0, max=2000)
-    min_silence_ms: int = _field(2000, "Pause that ends a segment, milliseconds; shorter "
-                                 "pauses stay inside it.", min=100, max=10000)
-    min_speech_ms: int = _field(250, "Speech a segment needs, milliseconds; shorter sounds "
-                                "are dropped as clicks.", min=0, max=2000)
-    # 30 s: Whisper's window (appliance.window.WINDOW_S); not imported, so reading the config
+    threshold: float = _field(
+        0.35,
+        "Speech probability that opens a segment, 0 to 1; lower "
+        "keeps more (Whisper still drops what it hears as silence).",
+        min=0.05,
+        max=0.95,
+    )
+    pad_ms: int = _field(400, "Audio kept before and after speech, milliseconds.", min=0, max=2000)
+    min_silence_ms: int = _field(
+        2000,
+        "Pause that ends a segment, milliseconds; shorter pauses stay inside it.",
+        min=100,
+        max=10000,
+    )
+    min_speech_ms: int = _field(
+        250,
+        "Speech a segment needs, milliseconds; shorter sounds are dropped as clicks.",
+        min=0,
+        max=2000,
+    )
+    # 30 s: Whisper's window (appliance.engine.windows.WINDOW_S); not imported, so reading the config
     # loads no numpy.
-    max_segment_s: float = _field(30.0, "Longest segment, seconds (a window holds 30 s).",
-                                  min=5.0, max=30.0)
+    max_segment_s: float = _field(
+        30.0, "Longest segment, seconds (a window holds 30 s).", min=5.0, max=30.0
+    )
 
 
 @dataclass(frozen=True)
 class TranscriberConfig:
     """The whisper.cpp engine."""
 
-    model: str = _field("tiny.en", "Model name (installed with `appliance models install`), "
-                        "NAME-QUANT, or a path to a ggml .bin file.")
+    model: str = _field(
+        "tiny.en",
+        "Model name (installed with `appliance models install`), "
+        "NAME-QUANT, or a path to a ggml .bin file.",
+    )
     # q5_1, not the catalog's q8_0: the daemon's peak RSS was 185 MB with it, 202 MB with q8_0
     # (`python -m benchmarks.daemon --minutes 20`, once with each, 30 s windows); both kept up
     # live. With windows of 512 to 1280 encoder positions, q5_1 peaked at 188.8 MB over an
     # hour (docs/benchmarks.md); with every window at 1500 positions it is not re-measured yet.
     quant: str = _field("q5_1", "Quantization used when `model` is a bare name.")
-    models_dir: str = _field("", "Folder of installed models; empty for the default "
-                             "(/var/lib/meeting-appliance/models).")
+    models_dir: str = _field(
+        "", "Folder of installed models; empty for the default (/var/lib/meeting-appliance/models)."
+    )
     workers: int = _field(1, "Decoding workers fed from one queue.", min=1, max=8)
-    beam_size: int = _field(1, "Beam search width; 1 decodes greedily (README, \"The front "
-                            "end\": what a wider beam costs and gains).", min=1, max=8)
+    beam_size: int = _field(
+        1,
+        'Beam search width; 1 decodes greedily (README, "The front '
+        'end": what a wider beam costs and gains).',
+        min=1,
+        max=8,
+    )
     threads: int = _field(2, "Threads per worker.", min=1, max=64)
-    queue_segments: int = _field(8, "Segments waiting in memory before the rest wait on disk.",
-                                 min=1, max=1000)
+    queue_segments: int = _field(
+        8, "Segments waiting in memory before the rest wait on disk.", min=1, max=1000
+    )
 
 
 @dataclass(frozen=True)
@@ -121,10 +164,15 @@ class SmtpConfig:
     port: int = _field(587, "SMTP port.", min=1, max=65535)
     security: str = _field("starttls", "Connection security.", choices=("starttls", "tls", "none"))
     username: str = _field("", "AUTH user name; empty for no AUTH.")
-    password_file: str = _field("", "File holding the AUTH password (or a systemd credential "
-                                "name under $CREDENTIALS_DIRECTORY).", secret=True)
-    from_: str = _field("meeting-appliance@localhost", "Sender address.", key="from",
-                        kind="address")
+    password_file: str = _field(
+        "",
+        "File holding the AUTH password (or a systemd credential "
+        "name under $CREDENTIALS_DIRECTORY).",
+        secret=True,
+    )
+    from_: str = _field(
+        "meeting-appliance@localhost", "Sender address.", key="from", kind="address"
+    )
     timeout_s: float = _field(60.0, "Deadline for one message, seconds.", min=1.0, max=3600.0)
 
 
@@ -132,22 +180,27 @@ class SmtpConfig:
 class DeliveryConfig:
     """Who may receive transcripts and how long to keep trying."""
 
-    allowed_domains: tuple[str, ...] = _field((), "Only these recipient domains get mail; "
-                                              "empty allows all.", kind="domains")
-    give_up_days: float = _field(5.0, "Stop retrying a recipient after this many days.",
-                                 min=0.01, max=365.0)
+    allowed_domains: tuple[str, ...] = _field(
+        (), "Only these recipient domains get mail; empty allows all.", kind="domains"
+    )
+    give_up_days: float = _field(
+        5.0, "Stop retrying a recipient after this many days.", min=0.01, max=365.0
+    )
 
 
 @dataclass(frozen=True)
 class StorageConfig:
     """Where the appliance keeps its state and for how long."""
 
-    state_dir: str = _field("/var/lib/meeting-appliance", "Meetings database, audio spool, "
-                            "outbox and Maildir.")
-    keep_audio_days: float = _field(0.0, "Days to keep a meeting's audio after its transcript "
-                                    "is final.", min=0.0, max=3650.0)
-    keep_transcripts_days: float = _field(7.0, "Days to keep a transcript once everyone has it.",
-                                          min=0.0, max=3650.0)
+    state_dir: str = _field(
+        "/var/lib/meeting-appliance", "Meetings database, audio spool, outbox and Maildir."
+    )
+    keep_audio_days: float = _field(
+        0.0, "Days to keep a meeting's audio after its transcript is final.", min=0.0, max=3650.0
+    )
+    keep_transcripts_days: float = _field(
+        7.0, "Days to keep a transcript once everyone has it.", min=0.0, max=3650.0
+    )
 
 
 @dataclass(frozen=True)
@@ -163,8 +216,9 @@ class ButtonConfig:
 
     pin: int = _field(-1, "Button GPIO (BCM); -1 for no button.", min=-1, max=53)
     led_pin: int = _field(-1, "LED GPIO (BCM); -1 for no LED.", min=-1, max=53)
-    hold_s: float = _field(3.0, "Holding the button this long cancels the meeting, seconds.",
-                           min=0.5, max=30.0)
+    hold_s: float = _field(
+        3.0, "Holding the button this long cancels the meeting, seconds.", min=0.5, max=30.0
+    )
 
 
 @dataclass(frozen=True)
@@ -279,8 +333,9 @@ def parse(data: Mapping[str, Any], source: str = "config") -> Config:
     built: dict[str, Any] = {}
     for name, table in data.items():
         if name not in sections:
-            raise ConfigError(f"{source}: unknown section [{_name(name)}] "
-                              f"(known: {', '.join(sections)})")
+            raise ConfigError(
+                f"{source}: unknown section [{_name(name)}] (known: {', '.join(sections)})"
+            )
         if not isinstance(table, dict):
             raise ConfigError(f"{source}: [{name}] must be a table, got {_shown(table)}")
         built[name] = _section(sections[name].default_factory, table, f"{source}: {name}")
@@ -340,16 +395,17 @@ def _check(item: dataclasses.Field, value: Any, where: str) -> Any:
 
 def _check_text(value: str, kind: str | None, where: str) -> None:
     if kind == "term" and not (0 < len(value) <= _MAX_TERM and value.isprintable()):
-        raise ConfigError(f"{where}: {value!r} is not a term of 1 to {_MAX_TERM} printable "
-                          "characters")
+        raise ConfigError(
+            f"{where}: {value!r} is not a term of 1 to {_MAX_TERM} printable characters"
+        )
     if kind in ("address", "addresses") and not _ADDRESS.match(value):
         raise ConfigError(f"{where}: {value!r} is not an email address")
     if kind == "domains" and not _DOMAIN.match(value):
         raise ConfigError(f"{where}: {value!r} is not a domain name")
     if kind == "timezone" and value and not _is_zone(value):
-        raise ConfigError(f"{where}: {value!r} is not an IANA time zone like \"Europe/Stockholm\"")
+        raise ConfigError(f'{where}: {value!r} is not an IANA time zone like "Europe/Stockholm"')
     if kind == "language" and value != "auto" and not _LANGUAGE.match(value):
-        raise ConfigError(f"{where}: {value!r} is not a language code like \"en\" or \"auto\"")
+        raise ConfigError(f'{where}: {value!r} is not a language code like "en" or "auto"')
 
 
 def _is_zone(name: str) -> bool:
@@ -379,8 +435,9 @@ def describe() -> list[tuple[str, str, Any, str, dict[str, Any]]]:
     rows = []
     for section in _sections():
         for item in dataclasses.fields(section.default_factory):
-            default = item.default if item.default is not dataclasses.MISSING \
-                else item.default_factory()
+            default = (
+                item.default if item.default is not dataclasses.MISSING else item.default_factory()
+            )
             rules = {k: v for k, v in item.metadata.items() if k not in ("doc", "key")}
             rows.append((section.name, _key(item), default, item.metadata["doc"], rules))
     return rows

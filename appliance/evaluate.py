@@ -6,17 +6,18 @@ import json
 import logging
 import re
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import jiwer
 import soundfile
 from whisper_normalizer.basic import BasicTextNormalizer
 from whisper_normalizer.english import EnglishTextNormalizer
 
-from .errors import UsageError
-from .window import WINDOW_S
+from appliance.engine.windows import WINDOW_S
+from appliance.errors import UsageError
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -150,8 +151,10 @@ def fits_one_window(clip: Clip) -> bool:
 
 def compare(ours: Report, alone: Report) -> str:
     """Per set, on the clips that fit one window: our WER, the model alone's, and deletions."""
-    header = (f"{'set (clips that fit one window)':<32} {'words':>6} {'ours':>7} {'alone':>7} "
-              f"{'diff':>7} {'del ours':>8} {'del alone':>9}")
+    header = (
+        f"{'set (clips that fit one window)':<32} {'words':>6} {'ours':>7} {'alone':>7} "
+        f"{'diff':>7} {'del ours':>8} {'del alone':>9}"
+    )
     lines = [header, "-" * len(header)]
     whole = {r.audio for r in alone.results}
     for base in alone.sets:

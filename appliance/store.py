@@ -9,8 +9,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import ApplianceError
-from .transcript import Gap, Segment, Transcript
+from appliance.errors import ApplianceError
+from appliance.transcript import Gap, Segment, Transcript
 
 RECORDING, FINISHING, DELIVERING, DONE = "recording", "finishing", "delivering", "done"
 STATES = (RECORDING, FINISHING, DELIVERING, DONE)
@@ -74,16 +74,24 @@ class Meeting:
     def to_json(self) -> dict:
         """A JSON-ready dict for `meetings --json` and `status --json`."""
         return {
-            "id": self.id, "title": self.title, "language": self.language, "state": self.state,
-            "started_at": self.started_at, "stopped_at": self.stopped_at,
-            "recipients": list(self.recipients), "source": self.source,
-            "audio_s": round(self.audio_s, 2), "transcribed_s": round(self.transcribed_s, 2),
+            "id": self.id,
+            "title": self.title,
+            "language": self.language,
+            "state": self.state,
+            "started_at": self.started_at,
+            "stopped_at": self.stopped_at,
+            "recipients": list(self.recipients),
+            "source": self.source,
+            "audio_s": round(self.audio_s, 2),
+            "transcribed_s": round(self.transcribed_s, 2),
             "error": self.error,
         }
 
 
-_COLUMNS = ("id, title, language, state, started_at, stopped_at, recipients, source, audio_s, "
-            "transcribed_s, error")
+_COLUMNS = (
+    "id, title, language, state, started_at, stopped_at, recipients, source, audio_s, "
+    "transcribed_s, error"
+)
 
 
 def _meeting(row: tuple) -> Meeting:
@@ -116,31 +124,46 @@ class Database:
         """Close the connection."""
         self.db.close()
 
-    def tx(self) -> "_Transaction":
+    def tx(self) -> _Transaction:
         """A transaction: `with db.tx(): ...` commits on success, rolls back on error."""
         return _Transaction(self.db)
 
-    def create(self, title: str, language: str, recipients: tuple[str, ...], source: str,
-               started_at: float | None = None) -> Meeting:
+    def create(
+        self,
+        title: str,
+        language: str,
+        recipients: tuple[str, ...],
+        source: str,
+        started_at: float | None = None,
+    ) -> Meeting:
         """A new meeting in the recording state."""
         cursor = self.db.execute(
             "INSERT INTO meetings (title, language, state, started_at, recipients, source) "
             "VALUES (?, ?, ?, ?, ?, ?)",
-            (title, language, RECORDING, started_at or time.time(), json.dumps(list(recipients)),
-             source))
+            (
+                title,
+                language,
+                RECORDING,
+                started_at or time.time(),
+                json.dumps(list(recipients)),
+                source,
+            ),
+        )
         return self.meeting(cursor.lastrowid)
 
     def meeting(self, meeting_id: int) -> Meeting | None:
         """One meeting, or None."""
-        row = self.db.execute(f"SELECT {_COLUMNS} FROM meetings WHERE id = ?",
-                              (meeting_id,)).fetchone()
+        row = self.db.execute(
+            f"SELECT {_COLUMNS} FROM meetings WHERE id = ?", (meeting_id,)
+        ).fetchone()
         return _meeting(row) if row else None
 
     def meetings(self, states: tuple[str, ...] = STATES) -> list[Meeting]:
         """Meetings in the given states, oldest first."""
         marks = ", ".join("?" * len(states))
-        rows = self.db.execute(f"SELECT {_COLUMNS} FROM meetings WHERE state IN ({marks}) "
-                               "ORDER BY id", states).fetchall()
+        rows = self.db.execute(
+            f"SELECT {_COLUMNS} FROM meetings WHERE state IN ({marks}) ORDER BY id", states
+        ).fetchall()
         return [_meeting(r) for r in rows]
 
     def set_state(self, meeting_id: int, state: str, error: str = "") -> None:
@@ -149,7 +172,8 @@ class Database:
             "UPDATE meetings SET state = ?, error = CASE WHEN ? != '' THEN ? ELSE error END, "
             "stopped_at = CASE WHEN ? != 'recording' AND stopped_at IS NULL THEN ? "
             "ELSE stopped_at END WHERE id = ?",
-            (state, error, error, state, time.time(), meeting_id))
+            (state, error, error, state, time.time(), meeting_id),
+        )
 
     def set_language(self, meeting_id: int, language: str) -> None:
         """Record the language detected for an "auto" meeting."""
@@ -164,31 +188,48 @@ class Database:
         with self.tx():
             self.db.executemany(
                 "INSERT INTO segments (meeting_id, start_s, end_s, text) VALUES (?, ?, ?, ?)",
-                [(meeting_id, s.start_s, s.end_s, s.text) for s in segments])
-            self.db.execute("UPDATE meetings SET transcribed_s = MAX(transcribed_s, ?) "
-                            "WHERE id = ?", (transcribed_s, meeting_id))
+                [(meeting_id, s.start_s, s.end_s, s.text) for s in segments],
+            )
+            self.db.execute(
+                "UPDATE meetings SET transcribed_s = MAX(transcribed_s, ?) WHERE id = ?",
+                (transcribed_s, meeting_id),
+            )
 
     def add_gap(self, meeting_id: int, gap: Gap) -> None:
         """Mark a stretch the recorder could not capture."""
-        self.db.execute("INSERT INTO gaps (meeting_id, start_s, end_s, reason) VALUES (?, ?, ?, ?)",
-                        (meeting_id, gap.start_s, gap.end_s, gap.reason))
+        self.db.execute(
+            "INSERT INTO gaps (meeting_id, start_s, end_s, reason) VALUES (?, ?, ?, ?)",
+            (meeting_id, gap.start_s, gap.end_s, gap.reason),
+        )
 
     def transcript(self, meeting_id: int) -> Transcript:
         """The meeting's transcript as stored so far."""
         meeting = self.meeting(meeting_id)
         if meeting is None:
             raise KeyError(meeting_id)
-        segments = self.db.execute("SELECT start_s, end_s, text FROM segments WHERE meeting_id = ? "
-                                   "ORDER BY start_s, rowid", (meeting_id,)).fetchall()
-        gaps = self.db.execute("SELECT start_s, end_s, reason FROM gaps WHERE meeting_id = ? "
-                               "ORDER BY start_s", (meeting_id,)).fetchall()
-        return Transcript(tuple(Segment(*s) for s in segments), meeting.language,
-                          meeting.audio_s, tuple(Gap(*g) for g in gaps))
+        segments = self.db.execute(
+            "SELECT start_s, end_s, text FROM segments WHERE meeting_id = ? "
+            "ORDER BY start_s, rowid",
+            (meeting_id,),
+        ).fetchall()
+        gaps = self.db.execute(
+            "SELECT start_s, end_s, reason FROM gaps WHERE meeting_id = ? ORDER BY start_s",
+            (meeting_id,),
+        ).fetchall()
+        return Transcript(
+            tuple(Segment(*s) for s in segments),
+            meeting.language,
+            meeting.audio_s,
+            tuple(Gap(*g) for g in gaps),
+        )
 
     def last_line(self, meeting_id: int) -> str:
         """The newest transcribed text of a meeting, for `status`."""
-        row = self.db.execute("SELECT text FROM segments WHERE meeting_id = ? "
-                              "ORDER BY end_s DESC, rowid DESC LIMIT 1", (meeting_id,)).fetchone()
+        row = self.db.execute(
+            "SELECT text FROM segments WHERE meeting_id = ? "
+            "ORDER BY end_s DESC, rowid DESC LIMIT 1",
+            (meeting_id,),
+        ).fetchone()
         return row[0] if row else ""
 
     def forget_transcript(self, meeting_id: int) -> None:
@@ -196,8 +237,9 @@ class Database:
         with self.tx():
             self.db.execute("DELETE FROM segments WHERE meeting_id = ?", (meeting_id,))
             self.db.execute("DELETE FROM gaps WHERE meeting_id = ?", (meeting_id,))
-            self.db.execute("UPDATE meetings SET title = '', recipients = '[]' WHERE id = ?",
-                            (meeting_id,))
+            self.db.execute(
+                "UPDATE meetings SET title = '', recipients = '[]' WHERE id = ?", (meeting_id,)
+            )
 
     def delete(self, meeting_id: int) -> None:
         """Remove a meeting entirely (a cancelled one is discarded, not kept)."""

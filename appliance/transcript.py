@@ -6,7 +6,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import UsageError
+from appliance.errors import UsageError
 
 FORMATS = ("txt", "srt", "vtt", "json")
 

@@ -6,6 +6,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from appliance import paths
 from appliance.models import catalog, store
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -85,9 +86,10 @@ def select(only: str | None, quick: bool) -> list[Config]:
 def default_model(bench: str) -> Path | None:
     """The default model and quant in the checkout's models folder; None, said on stderr, if
     it is not installed."""
-    model = store.model_path(store.default_dir(), catalog.DEFAULT_MODEL, catalog.DEFAULT_QUANT)
+    model = store.model_path(paths.models_dir(), catalog.DEFAULT_MODEL, catalog.DEFAULT_QUANT)
     if model.exists():
         return model
-    print(f"bench {bench}: error: {model} is not installed (make model installs it)",
-          file=sys.stderr)
+    print(
+        f"bench {bench}: error: {model} is not installed (make model installs it)", file=sys.stderr
+    )
     return None

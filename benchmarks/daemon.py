@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 import soundfile
 
-from appliance import audio, report_sections
-
-from .machine import command_line, describe
+from appliance.recording import audio
+from benchmarks import report_sections
+from benchmarks.machine import command_line, describe
 
 _ROOT = Path(__file__).resolve().parent.parent
 MEETING = _ROOT / "tests" / "data" / "meetings" / "dev-meeting-01.flac"
@@ -47,16 +47,24 @@ def _hour_file(directory: Path, minutes: float) -> Path:
 def _proc(pid: int) -> tuple[int, int, float]:
     """(VmRSS kB, VmHWM kB, CPU seconds) of a process."""
     status = Path(f"/proc/{pid}/status").read_text()
-    fields = {line.split(":")[0]: line.split()[1] for line in status.splitlines()
-              if line.startswith(("VmRSS", "VmHWM"))}
+    fields = {
+        line.split(":")[0]: line.split()[1]
+        for line in status.splitlines()
+        if line.startswith(("VmRSS", "VmHWM"))
+    }
     stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     cpu_s = (int(stat[11]) + int(stat[12])) / _TICKS
     return int(fields["VmRSS"]), int(fields["VmHWM"]), cpu_s
 
 
 def _cli(config: Path, *args: str) -> str:
-    return subprocess.run([*_APPLIANCE, *args, "--config", str(config)], check=True,
-                          capture_output=True, text=True, timeout=3600).stdout
+    return subprocess.run(
+        [*_APPLIANCE, *args, "--config", str(config)],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=3600,
+    ).stdout
 
 
 def measure(minutes: float, speed: float, threads: int, scratch: Path) -> dict:
@@ -64,20 +72,30 @@ def measure(minutes: float, speed: float, threads: int, scratch: Path) -> dict:
     wav = _hour_file(scratch, minutes)
     length_s = soundfile.info(str(wav)).duration
     config = scratch / "config.toml"
-    config.write_text(f'[storage]\nstate_dir = "{scratch / "state"}"\n[control]\nsocket = '
-                      f'"{scratch / "control.sock"}"\n[transcriber]\nthreads = {threads}\n')
-    log = open(scratch / "daemon.log", "wb")
-    daemon = subprocess.Popen([*_APPLIANCE, "run", "--config", str(config)], stdout=log,
-                              stderr=log)
+    config.write_text(
+        f'[storage]\nstate_dir = "{scratch / "state"}"\n[control]\nsocket = '
+        f'"{scratch / "control.sock"}"\n[transcriber]\nthreads = {threads}\n'
+    )
+    log = open(scratch / "daemon.log", "wb")  # noqa: SIM115 (the daemon writes it until killed)
+    daemon = subprocess.Popen([*_APPLIANCE, "run", "--config", str(config)], stdout=log, stderr=log)
     try:
-        while subprocess.run([*_APPLIANCE, "status", "--config", str(config)],
-                             capture_output=True).returncode:
+        while subprocess.run(
+            [*_APPLIANCE, "status", "--config", str(config)], capture_output=True
+        ).returncode:
             if daemon.poll() is not None:
                 raise SystemExit((scratch / "daemon.log").read_text())
             time.sleep(0.3)
         idle_rss, _, cpu_before = _proc(daemon.pid)
-        _cli(config, "start", "--from-file", str(wav), "--speed", str(speed), "--to",
-             "bench@example.com")
+        _cli(
+            config,
+            "start",
+            "--from-file",
+            str(wav),
+            "--speed",
+            str(speed),
+            "--to",
+            "bench@example.com",
+        )
         started = time.monotonic()
         stop_at_s = min(length_s, minutes * 60) - 1.0
         backlog_max = 0.0
@@ -124,30 +142,32 @@ def measure(minutes: float, speed: float, threads: int, scratch: Path) -> dict:
 def render(result: dict, machine: dict, command: str) -> str:
     """The report section."""
     share = result["cpu_share_of_one_core_at_1x"]
-    return "\n".join([
-        "## Daemon: a one-hour meeting",
-        "",
-        f"`{command}` on {machine.get('cpu', 'this machine')}, {machine.get('cores', '?')} "
-        f"cores: `appliance run` as its own process, default model (tiny.en q5_1, "
-        f"{result['threads']} threads), {result['audio_s'] / 60:.1f} min of meeting audio "
-        f"(the dev meeting repeated) fed with `appliance start --from-file --speed "
-        f"{result['speed']:g}` (paced at {result['speed']:g}x real time), stopped with "
-        "`appliance stop --wait` at the hour. Load average at the start: "
-        f"{', '.join(f'{v:.2f}' for v in machine.get('load_average', ()))} (above 0 means "
-        "other work shared the cores and the times are pessimistic).",
-        "",
-        "| measure | value | target |",
-        "|---|---|---|",
-        f"| peak RSS of the daemon (VmHWM) | {result['peak_rss_mb']} MB | ≤ 200 MB |",
-        f"| RSS when idle, model loaded | {result['idle_rss_mb']} MB | |",
-        f"| `stop` to final transcript (and delivered to the Maildir) | "
-        f"{result['stop_to_final_s']} s | ≤ 5 s |",
-        f"| CPU while recording, per second of audio | {share:.3f} s ({100 * share:.1f} % of "
-        f"one core, {50 * share:.1f} % of two, at real time) | |",
-        f"| largest transcription backlog seen | {result['backlog_max_s']} s | |",
-        f"| wall time for the hour at {result['speed']:g}x | {result['recorded_wall_s']} s | |",
-        "",
-    ])
+    return "\n".join(
+        [
+            "## Daemon: a one-hour meeting",
+            "",
+            f"`{command}` on {machine.get('cpu', 'this machine')}, {machine.get('cores', '?')} "
+            f"cores: `appliance run` as its own process, default model (tiny.en q5_1, "
+            f"{result['threads']} threads), {result['audio_s'] / 60:.1f} min of meeting audio "
+            f"(the dev meeting repeated) fed with `appliance start --from-file --speed "
+            f"{result['speed']:g}` (paced at {result['speed']:g}x real time), stopped with "
+            "`appliance stop --wait` at the hour. Load average at the start: "
+            f"{', '.join(f'{v:.2f}' for v in machine.get('load_average', ()))} (above 0 means "
+            "other work shared the cores and the times are pessimistic).",
+            "",
+            "| measure | value | target |",
+            "|---|---|---|",
+            f"| peak RSS of the daemon (VmHWM) | {result['peak_rss_mb']} MB | ≤ 200 MB |",
+            f"| RSS when idle, model loaded | {result['idle_rss_mb']} MB | |",
+            f"| `stop` to final transcript (and delivered to the Maildir) | "
+            f"{result['stop_to_final_s']} s | ≤ 5 s |",
+            f"| CPU while recording, per second of audio | {share:.3f} s ({100 * share:.1f} % of "
+            f"one core, {50 * share:.1f} % of two, at real time) | |",
+            f"| largest transcription backlog seen | {result['backlog_max_s']} s | |",
+            f"| wall time for the hour at {result['speed']:g}x | {result['recorded_wall_s']} s | |",
+            "",
+        ]
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,15 +12,14 @@ import argparse
 import sys
 from pathlib import Path
 
-from appliance import report_sections
-from appliance.audio import load
+from appliance.engine.transcriber import DecodeOptions, Transcriber
 from appliance.evaluate import Report, compare, evaluate, fits_one_window, read_manifest
 from appliance.models import silero
-from appliance.transcribe import DecodeOptions, Transcriber
-from appliance.vad import Segmenter
-
-from .configs import MANIFEST, ROOT, default_model
-from .machine import command_line, describe
+from appliance.recording.audio import load
+from appliance.recording.segmenter import Segmenter
+from benchmarks import report_sections
+from benchmarks.configs import MANIFEST, ROOT, default_model
+from benchmarks.machine import command_line, describe
 
 HEADING = "## Front end against the model alone"
 
@@ -40,15 +39,22 @@ def measure(model: Path, threads: int) -> tuple[Report, Report]:
 
 def render(ours: Report, alone: Report, machine: dict, command: str, model: str) -> str:
     """The report section: one row per set, the differences in WER points and deletions."""
-    return "\n".join([
-        HEADING, "",
-        f"`{command}` on {machine.get('cpu', 'this machine')}, {machine.get('cores', '?')} cores: "
-        f"{model}, every English clip of `tests/data/speech/manifest.jsonl` that fits one 30 s "
-        "window, through the product path and through the model alone (the whole clip in one "
-        "window, all 1500 encoder positions). `diff` is in WER points; the issue's bar is +1.0. "
-        "EN2001b (AMI) has two reference words, so its invented words count as insertions.", "",
-        "```", compare(ours, alone), "```", "",
-    ])
+    return "\n".join(
+        [
+            HEADING,
+            "",
+            f"`{command}` on {machine.get('cpu', 'this machine')}, {machine.get('cores', '?')} cores: "
+            f"{model}, every English clip of `tests/data/speech/manifest.jsonl` that fits one 30 s "
+            "window, through the product path and through the model alone (the whole clip in one "
+            "window, all 1500 encoder positions). `diff` is in WER points; the issue's bar is +1.0. "
+            "EN2001b (AMI) has two reference words, so its invented words count as insertions.",
+            "",
+            "```",
+            compare(ours, alone),
+            "```",
+            "",
+        ]
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

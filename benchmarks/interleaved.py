@@ -14,21 +14,19 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import jiwer
 
-from appliance import report_sections
+from appliance.engine.transcriber import DecodeOptions
+from appliance.engine.workers import open_transcriber
 from appliance.evaluate import normalize
 from appliance.models import catalog, silero
-from appliance.transcribe import DecodeOptions
-from appliance.vad import Segmenter
-from appliance.workers import open_transcriber
-
-from . import peer
-from .configs import MEETING_LANGUAGE, MEETINGS, ROOT, default_model
-from .machine import command_line, describe
+from appliance.recording.segmenter import Segmenter
+from benchmarks import peer, report_sections
+from benchmarks.configs import MEETING_LANGUAGE, MEETINGS, ROOT, default_model
+from benchmarks.machine import command_line, describe
 
 HEADING = "## Meeting time, engines taking turns"
 # Pause before each timed run: the previous engine's thread pools (CTranslate2's OpenMP,
@@ -36,8 +34,9 @@ HEADING = "## Meeting time, engines taking turns"
 _SETTLE_S = 2.0
 
 
-def measure(model: Path, threads: int, rounds: int, scratch: Path
-            ) -> dict[str, dict[str, tuple[list[float], float]]]:
+def measure(
+    model: Path, threads: int, rounds: int, scratch: Path
+) -> dict[str, dict[str, tuple[list[float], float]]]:
     """Per meeting and engine: seconds per transcription, round by round, and the WER."""
     fw = peer.load(peer.model_folder(catalog.DEFAULT_MODEL, scratch), "int8", threads)
     segmenter = Segmenter(silero.path(model.parent))
@@ -45,12 +44,15 @@ def measure(model: Path, threads: int, rounds: int, scratch: Path
     with open_transcriber(model, DecodeOptions(threads=1), workers=threads) as ours:
         for meeting in MEETINGS:
             engines: dict[str, Callable[[], str]] = {
-                f"whisper.cpp {model.name}, {threads} workers x 1 thread":
-                    lambda: ours.transcribe_file(meeting, segmenter, MEETING_LANGUAGE).text,
-                "faster-whisper int8, whole file":
-                    lambda: peer.transcribe(fw, str(meeting), MEETING_LANGUAGE),
-                "faster-whisper int8, vad_filter=True":
-                    lambda: peer.transcribe(fw, str(meeting), MEETING_LANGUAGE, True),
+                f"whisper.cpp {model.name}, {threads} workers x 1 thread": lambda meeting=meeting: (
+                    ours.transcribe_file(meeting, segmenter, MEETING_LANGUAGE).text
+                ),
+                "faster-whisper int8, whole file": lambda meeting=meeting: peer.transcribe(
+                    fw, str(meeting), MEETING_LANGUAGE
+                ),
+                "faster-whisper int8, vad_filter=True": lambda meeting=meeting: peer.transcribe(
+                    fw, str(meeting), MEETING_LANGUAGE, True
+                ),
             }
             reference = meeting.with_suffix(".txt").read_text(encoding="utf-8")
             texts = {name: run() for name, run in engines.items()}  # warm-up, not timed
@@ -61,10 +63,14 @@ def measure(model: Path, threads: int, rounds: int, scratch: Path
                     started = time.perf_counter()
                     run()
                     times[name].append(time.perf_counter() - started)
-                print(f"bench interleaved: {meeting.name} round {done}/{rounds}",
-                      file=sys.stderr, flush=True)
+                print(
+                    f"bench interleaved: {meeting.name} round {done}/{rounds}",
+                    file=sys.stderr,
+                    flush=True,
+                )
             results[meeting.name] = {
-                name: (times[name], _wer(reference, texts[name])) for name in engines}
+                name: (times[name], _wer(reference, texts[name])) for name in engines
+            }
     return results
 
 
@@ -75,15 +81,18 @@ def _wer(reference: str, hypothesis: str) -> float:
     return 100 * (out.substitutions + out.deletions + out.insertions) / len(ref.split())
 
 
-def render(results: dict[str, dict[str, tuple[list[float], float]]], machine: dict,
-           command: str) -> str:
+def render(
+    results: dict[str, dict[str, tuple[list[float], float]]], machine: dict, command: str
+) -> str:
     """The report section: per meeting, medians, every run, WER and each engine's ratio."""
     lines = [
-        HEADING, "",
+        HEADING,
+        "",
         f"`{command}` on {machine.get('cpu', 'this machine')}, {machine.get('cores', '?')} cores, "
         f"load average at the start {machine['load_average'][0]:.2f}: one process, each dev "
         f"meeting transcribed by each engine in turn, after one untimed warm-up each and a "
-        f"{_SETTLE_S:.0f} s pause before each run.", "",
+        f"{_SETTLE_S:.0f} s pause before each run.",
+        "",
         "| meeting | engine | median s | runs s | WER | whisper.cpp / this |",
         "| --- | --- | ---: | --- | ---: | ---: |",
     ]
@@ -91,9 +100,11 @@ def render(results: dict[str, dict[str, tuple[list[float], float]]], machine: di
         ours_s = statistics.median(next(iter(engines.values()))[0])
         for name, (runs, wer) in engines.items():
             median = statistics.median(runs)
-            lines.append(f"| {meeting} | {name} | {median:.2f} | "
-                         f"{', '.join(f'{r:.2f}' for r in runs)} | {wer:.1f} % | "
-                         f"{ours_s / median:.2f} |")
+            lines.append(
+                f"| {meeting} | {name} | {median:.2f} | "
+                f"{', '.join(f'{r:.2f}' for r in runs)} | {wer:.1f} % | "
+                f"{ours_s / median:.2f} |"
+            )
     return "\n".join(lines) + "\n"
 
 

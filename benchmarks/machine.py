@@ -10,8 +10,9 @@ import re
 import shlex
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 
 def _read(path: str) -> str:
@@ -72,13 +73,26 @@ def _commit(root: Path) -> str | None:
     try:
         head = subprocess.run(
             ["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
-            capture_output=True, text=True, check=True, timeout=10,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
         ).stdout.strip()
         # --no-optional-locks: status must not refresh (write) the index.
         status = subprocess.run(
-            ["git", "--no-optional-locks", "-C", str(root), "status", "--porcelain",
-             "--untracked-files=no"],
-            capture_output=True, text=True, check=True, timeout=10,
+            [
+                "git",
+                "--no-optional-locks",
+                "-C",
+                str(root),
+                "status",
+                "--porcelain",
+                "--untracked-files=no",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None

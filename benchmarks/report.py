@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
-from . import configs
+from benchmarks import configs
 
 Result = dict[str, Any]
 # A 1-minute load average this high on the machine before the run means another process
@@ -70,7 +71,7 @@ def _whisper_cpp(results: list[Result]) -> list[str]:
         if (r["model"], r["quant"]) == (configs.DEFAULT.model, configs.DEFAULT.quant):
             cells[1] += " (default)"
         rows.append(cells)
-    header = _COMMON + ["meeting s", "meeting RTF", "meeting WER %"]
+    header = [*_COMMON, "meeting s", "meeting RTF", "meeting WER %"]
     return _table(header, rows, right_from=2) if rows else ["(no whisper.cpp configuration ran)"]
 
 
@@ -184,12 +185,13 @@ def _method(document: dict[str, Any]) -> list[str]:
         f"`open_transcriber(path, DecodeOptions(threads=1), workers={threads})`, {threads} "
         "decoding states of one thread each on one copy of the weights, built by "
         "`deploy/build-whisper.sh` for this CPU (load time includes the file's sha256 check "
-        "against its install record: `verify_s` in the JSON), then `transcribe_file(audio, Segmenter(), language)` per clip and for the "
+        "against its install record: `verify_s` in the JSON), then "
+        "`transcribe_file(audio, Segmenter(), language)` per clip and for the "
         "meeting: Silero VAD segments, levelled and packed into windows of up to 30 s, each "
-        "encoded over all 1500 positions (`appliance/window.py`), greedy, no previous-text "
+        "encoded over all 1500 positions (`appliance/engine/windows.py`), greedy, no previous-text "
         "conditioning.",
         "- faster-whisper loads the same CTranslate2 weights the appliance converts, "
-        f"`WhisperModel(dir, device=\"cpu\", compute_type=..., cpu_threads={threads})`, decodes "
+        f'`WhisperModel(dir, device="cpu", compute_type=..., cpu_threads={threads})`, decodes '
         "greedily (`beam_size=1, temperature=0.0, condition_on_previous_text=False`, language "
         "given) each clip's samples as the appliance decodes them, and the meeting file itself "
         "twice: as it does by default (whole file, no VAD) and with `vad_filter=True` (Silero). "

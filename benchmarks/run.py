@@ -11,18 +11,18 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import soundfile
 
-from appliance import report_sections
+from appliance import paths
 from appliance.errors import ApplianceError
 from appliance.evaluate import read_manifest
 from appliance.models import install, store
-
-from . import configs, machine, peer, report
-from .configs import Config
+from benchmarks import configs, machine, peer, report, report_sections
+from benchmarks.configs import Config
 
 Result = dict[str, Any]
 
@@ -67,9 +67,17 @@ def _run_worker(config: Config, path: Path, args: argparse.Namespace, scratch: P
     """One configuration in a fresh process; its peak RSS from wait4, which reaps it."""
     result_file = scratch / f"{config.engine}-{config.id}.json"
     command = [
-        sys.executable, "-m", "benchmarks.worker",
-        config.engine, config.model, config.quant, str(path),
-        "--result", str(result_file), "--threads", str(args.threads),
+        sys.executable,
+        "-m",
+        "benchmarks.worker",
+        config.engine,
+        config.model,
+        config.quant,
+        str(path),
+        "--result",
+        str(result_file),
+        "--threads",
+        str(args.threads),
     ]
     if args.quick:
         command += ["--sets", ",".join(configs.QUICK_SETS)]
@@ -131,12 +139,14 @@ def _parser() -> argparse.ArgumentParser:
         "on the same weights; one configuration at a time, each in a fresh process.",
     )
     parser.add_argument(
-        "--output", default="docs/benchmarks.md",
+        "--output",
+        default="docs/benchmarks.md",
         help="Markdown report; the raw results go beside it as .json (default docs/benchmarks.md)",
     )
     parser.add_argument("--threads", type=int, default=2, help="threads per engine (default 2)")
     parser.add_argument(
-        "--quick", action="store_true",
+        "--quick",
+        action="store_true",
         help=f"smoke run: {', '.join(configs.QUICK)} on the {' and '.join(configs.QUICK_SETS)} "
         "sets only, no Swedish, the meeting only for the default and faster-whisper",
     )
@@ -181,15 +191,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     results: list[Result] = []
     with tempfile.TemporaryDirectory(prefix="meeting-appliance-bench-") as temp:
         scratch = Path(temp)
-        models = _install(chosen, store.default_dir())
+        models = _install(chosen, paths.models_dir())
         folders = _peer_folders(chosen, scratch)
         # Strictly one after another: two workers on a 2-core machine would time each other.
         for number, config in enumerate(chosen, 1):
             cpp = config.engine == configs.WHISPER_CPP
             where = models[config.id] if cpp else folders[config.model]
             if isinstance(where, str):
-                results.append(dict(engine=config.engine, model=config.model,
-                                    quant=config.quant, error=where))
+                results.append(
+                    dict(engine=config.engine, model=config.model, quant=config.quant, error=where)
+                )
                 continue
             _say(f"[{number}/{len(chosen)}] {config.label}")
             result = _run_worker(config, where, args, scratch)

@@ -14,13 +14,13 @@ import sys
 import time
 from pathlib import Path
 
-from appliance import report_sections
+from appliance import paths
+from appliance.engine.transcriber import DecodeOptions, Transcriber
 from appliance.models import store
-from appliance.transcribe import DecodeOptions, Transcriber
-from appliance.vad import Segmenter
-
-from .configs import MEETING, MEETING_LANGUAGE, ROOT
-from .machine import command_line, describe
+from appliance.recording.segmenter import Segmenter
+from benchmarks import report_sections
+from benchmarks.configs import MEETING, MEETING_LANGUAGE, ROOT
+from benchmarks.machine import command_line, describe
 
 HEADING = "## Where whisper.cpp spends the meeting"
 QUANTS = ("f16", "q8_0", "q5_1", "q5_0", "q4_0")
@@ -73,13 +73,15 @@ def measure(model: Path, threads: int) -> dict:
 def render(rows: list[dict], machine: dict, command: str) -> str:
     """The report section."""
     lines = [
-        HEADING, "",
+        HEADING,
+        "",
         f"`{command}` on {machine.get('cpu', 'this machine')}, {machine.get('cores', '?')} cores, "
         f"load average at the start {machine['load_average'][0]:.2f}: the dev meeting "
         "through `Transcriber.transcribe_file` (VAD, packed windows), the second of two runs, "
         "with whisper.cpp's own stage timings. *repacked*: weight tensors ggml's CPU backend "
         "rearranged for its GEMM kernels at load (only some types have such kernels for this "
-        "CPU; the rest go through a dot product per row pair).", "",
+        "CPU; the rest go through a dot product per row pair).",
+        "",
         "| model | meeting s | mel s | encode s (windows, ms each) | decode s (tokens, ms each) "
         "| encode share | repacked tensors |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
@@ -92,7 +94,8 @@ def render(rows: list[dict], machine: dict, command: str) -> str:
             f"| {row['model']} | {row['wall_s']:.2f} | {mel_ms / 1000:.2f} | {encode_ms / 1000:.2f} "
             f"({windows}, {encode_ms / max(windows, 1):.0f}) | {decode_ms / 1000:.2f} ({tokens}, "
             f"{decode_ms / max(tokens, 1):.1f}) | {encode_ms / 1000 / row['wall_s']:.0%} | "
-            f"{row['repacked']} |")
+            f"{row['repacked']} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -105,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.threads < 1:
         parser.error("--threads must be 1 or more")
-    directory = args.dir or store.default_dir()
+    directory = args.dir or paths.models_dir()
     machine = describe(ROOT)
     rows = []
     for quant in QUANTS:
@@ -116,8 +119,11 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(measure(model, args.threads))
         print(f"bench timings: {quant}: {rows[-1]['wall_s']:.2f} s", file=sys.stderr, flush=True)
     if not rows:
-        print(f"bench timings: error: no tiny.en model installed in {directory} "
-              "(make model installs one)", file=sys.stderr)
+        print(
+            f"bench timings: error: no tiny.en model installed in {directory} "
+            "(make model installs one)",
+            file=sys.stderr,
+        )
         return 2
     command = command_line("benchmarks.timings", argv)
     report_sections.write(args.output, render(rows, machine, command))

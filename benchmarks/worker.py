@@ -8,15 +8,15 @@ import json
 import statistics
 import sys
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import jiwer
 import soundfile
 
 from appliance.evaluate import Clip, evaluate, normalize, read_manifest
-
-from . import configs
+from benchmarks import configs
 
 Measures = dict[str, Any]
 
@@ -40,10 +40,10 @@ def _say(config: str, text: str) -> None:
 def _whisper_cpp(path: Path, threads: int, out: Measures):
     """Load through the product path; clip and meeting callables as `appliance transcribe` runs
     them by default: one worker of one thread per thread given, on shared weights."""
+    from appliance.engine.transcriber import DecodeOptions
+    from appliance.engine.workers import open_transcriber
     from appliance.models import store
-    from appliance.transcribe import DecodeOptions
-    from appliance.vad import Segmenter
-    from appliance.workers import open_transcriber
+    from appliance.recording.segmenter import Segmenter
 
     out["file_bytes"] = path.stat().st_size
     # open_transcriber() checks the file's sha256 before whisper.cpp sees it; timed apart here too,
@@ -68,9 +68,8 @@ def _whisper_cpp(path: Path, threads: int, out: Measures):
 
 def _faster_whisper(folder: Path, compute_type: str, threads: int, out: Measures):
     """Load the CTranslate2 folder; clips decoded by the appliance, the meeting file as it is."""
-    from appliance.audio import load
-
-    from . import peer
+    from appliance.recording.audio import load
+    from benchmarks import peer
 
     out["file_bytes"] = (folder / "model.bin").stat().st_size
     started = time.perf_counter()

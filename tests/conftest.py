@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from appliance.models import catalog, ctranslate2, install, silero, store
+from appliance.models import catalog, ctranslate2, install, silero
 
 
 @pytest.fixture(scope="session")
@@ -31,7 +31,7 @@ def tiny_en_installed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Pat
     for quant in ("f16", "q8_0", "q5_1"):
         paths[quant], written = install.install("tiny.en", quant, directory)
         assert written
-    silero.install(directory, silero.path(store.default_dir()))
+    silero.install(directory, silero.path(paths.models_dir()))
     return paths
 
 
@@ -43,7 +43,7 @@ def virtual_microphone(tmp_path_factory: pytest.TempPathFactory):
     `samplerate = 16000` for bit-exact capture), `.play(path)` to start paplay into the room.
     It fails, never skips, when PulseAudio cannot start.
     """
-    from appliance.virtual_mic import VirtualMicrophone
+    from tools.virtual_mic import VirtualMicrophone
 
     microphone = VirtualMicrophone(tmp_path_factory.mktemp("pulse")).start()
     try:

@@ -6,9 +6,10 @@ import asyncio
 import ssl
 import subprocess
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 from aiosmtpd.controller import Controller
@@ -29,8 +30,9 @@ class Handler:
         self.tls_messages = 0  # bodies that arrived over TLS
         self.logins: list[str] = []
 
-    async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str,
-                          rcpt_options: list[str]) -> str:
+    async def handle_RCPT(
+        self, server: Any, session: Any, envelope: Any, address: str, rcpt_options: list[str]
+    ) -> str:
         if self.stall_rcpt_s:
             await asyncio.sleep(self.stall_rcpt_s)
         reply = self.rcpt_replies.get(address)
@@ -52,11 +54,15 @@ class Handler:
         self.tls_messages += server.transport.get_extra_info("ssl_object") is not None
         return "250 2.0.0 queued"
 
-    def authenticate(self, server: Any, session: Any, envelope: Any, mechanism: str,
-                     auth_data: Any) -> AuthResult:
+    def authenticate(
+        self, server: Any, session: Any, envelope: Any, mechanism: str, auth_data: Any
+    ) -> AuthResult:
         """The aiosmtpd authenticator: one user, one password."""
-        if isinstance(auth_data, LoginPassword) and auth_data.login.decode() == USER \
-                and auth_data.password.decode() == PASSWORD:
+        if (
+            isinstance(auth_data, LoginPassword)
+            and auth_data.login.decode() == USER
+            and auth_data.password.decode() == PASSWORD
+        ):
             self.logins.append(USER)
             return AuthResult(success=True)
         return AuthResult(success=False, handled=False)
@@ -81,8 +87,9 @@ class SmtpServer:
 
     def start(self) -> None:
         """Listen on 127.0.0.1 (the port chosen at first start)."""
-        self._controller = _Controller(self.handler, hostname="127.0.0.1", port=self.port,
-                                       **self.options)
+        self._controller = _Controller(
+            self.handler, hostname="127.0.0.1", port=self.port, **self.options
+        )
         self._controller.start()
         self.port = self._controller.port
 
@@ -126,10 +133,29 @@ def certificate(tmp_path_factory: pytest.TempPathFactory) -> Certificate:
     directory = tmp_path_factory.mktemp("tls")
     cert, key = directory / "cert.pem", directory / "key.pem"
     subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-         "-nodes", "-keyout", str(key), "-out", str(cert), "-days", "1", "-subj", "/CN=localhost",
-         "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"],
-        check=True, capture_output=True)
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1,DNS:localhost",
+        ],
+        check=True,
+        capture_output=True,
+    )
     return Certificate(cert, key)
 
 

@@ -15,7 +15,8 @@ import pytest
 import soundfile
 import soxr
 
-from appliance.audio import (
+from appliance.errors import AudioError
+from appliance.recording.audio import (
     SAMPLE_RATE,
     Resampler,
     float_to_pcm16,
@@ -24,7 +25,6 @@ from appliance.audio import (
     to_mono,
     to_mono_16k,
 )
-from appliance.errors import AudioError
 
 JFK = Path(__file__).parent / "data" / "speech" / "jfk" / "jfk.flac"
 MP3 = pytest.mark.skipif(
@@ -140,7 +140,10 @@ def test_load_refuses_unreadable_file(reference):
         folder.chmod(0o755)
         path = _write(folder / "locked.wav", reference, SAMPLE_RATE, 1, "WAV", "PCM_16")
         path.chmod(0)
-        code = "import sys; from pathlib import Path; from appliance.audio import load; load(Path(sys.argv[1]))"
+        code = (
+            "import sys; from pathlib import Path; "
+            "from appliance.recording.audio import load; load(Path(sys.argv[1]))"
+        )
         drop = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"]
         command = [*(drop if os.geteuid() == 0 else []), sys.executable, "-c", code, str(path)]
         run = subprocess.run(command, capture_output=True, text=True, cwd=Path(__file__).parents[1])
@@ -169,7 +172,7 @@ def test_load_returns_the_prefix_of_a_truncated_file_with_a_warning(
     data = whole.read_bytes()
     path = tmp_path / f"cut.{fmt.lower()}"
     path.write_bytes(data[: len(data) // 2])
-    with caplog.at_level(logging.WARNING, logger="appliance.audio"):
+    with caplog.at_level(logging.WARNING, logger="appliance.recording.audio"):
         samples = load(path)
     assert min_fraction * reference.size <= samples.size <= 0.6 * reference.size
     assert _correlation(samples, reference) >= 0.99

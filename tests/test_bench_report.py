@@ -6,7 +6,9 @@ from benchmarks.report import _comparisons
 
 def _result(engine: str, quant: str, clips_s: float, errors: int, meetings: dict) -> dict:
     return {
-        "engine": engine, "model": configs.DEFAULT.model, "quant": quant,
+        "engine": engine,
+        "model": configs.DEFAULT.model,
+        "quant": quant,
         "english": {"corpus": {"clips": 66, "processing_s": clips_s, "errors": errors}},
         "meeting": [{"mode": mode, "seconds": s} for mode, s in meetings.items()],
     }

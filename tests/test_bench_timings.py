@@ -3,22 +3,24 @@
 import logging
 from pathlib import Path
 
-from appliance.transcribe import Transcriber
-from appliance.vad import Segmenter
+from appliance.engine.transcriber import Transcriber
+from appliance.recording.segmenter import Segmenter
 from benchmarks.timings import stages
 
 JFK = Path(__file__).parent / "data" / "speech" / "jfk" / "jfk.flac"
 
 
 def test_stage_timings_of_one_clip_then_reset(tiny_en_installed, caplog):
-    with Transcriber(tiny_en_installed["q5_1"]) as transcriber:
-        with caplog.at_level(logging.DEBUG, logger="whisper.cpp"):
-            text = transcriber.transcribe_file(JFK, Segmenter(), "en").text
-            transcriber.log_timings()
-            first = stages([r.getMessage() for r in caplog.records])
-            caplog.clear()
-            transcriber.log_timings()
-            after_reset = stages([r.getMessage() for r in caplog.records])
+    with (
+        Transcriber(tiny_en_installed["q5_1"]) as transcriber,
+        caplog.at_level(logging.DEBUG, logger="whisper.cpp"),
+    ):
+        text = transcriber.transcribe_file(JFK, Segmenter(), "en").text
+        transcriber.log_timings()
+        first = stages([r.getMessage() for r in caplog.records])
+        caplog.clear()
+        transcriber.log_timings()
+        after_reset = stages([r.getMessage() for r in caplog.records])
     assert "country" in text
     encode_ms, windows = first["encode"]
     decode_ms, tokens = first["decode"]

@@ -8,8 +8,8 @@ import time
 import pytest
 from gpiozero.pins.mock import MockFactory
 
-from appliance.button import BUSY, ERROR, IDLE, RECORDING, Panel
 from appliance.config import ButtonConfig
+from appliance.service.button import BUSY, ERROR, IDLE, RECORDING, Panel
 
 
 @pytest.fixture
@@ -25,9 +25,16 @@ async def _panel(factory, hold_s=0.3):
         def handler():
             events.append(name)
             got.set()
+
         return handler
-    panel = Panel(ButtonConfig(pin=17, led_pin=27, hold_s=hold_s), asyncio.get_running_loop(),
-                  note("press"), note("hold"), pin_factory=factory)
+
+    panel = Panel(
+        ButtonConfig(pin=17, led_pin=27, hold_s=hold_s),
+        asyncio.get_running_loop(),
+        note("press"),
+        note("hold"),
+        pin_factory=factory,
+    )
     return panel, events, got
 
 
@@ -46,6 +53,7 @@ def test_press_and_hold(factory):
         await asyncio.sleep(0.2)  # a release after a hold must not also count as a press
         panel.close()
         return events
+
     assert asyncio.run(run()) == ["press", "hold"]
 
 
@@ -69,6 +77,7 @@ def test_led_patterns(factory):
         fast = await asyncio.to_thread(_led_changes, led, 1.3)
         panel.close()
         return slow, fast
+
     slow, fast = asyncio.run(run())
     assert 2 <= len(slow) <= 4  # toggles every 0.5 s
     assert len(fast) >= 9  # toggles every 0.1 s
@@ -76,10 +85,16 @@ def test_led_patterns(factory):
 
 def test_no_pins_configured_means_no_gpio(factory):
     async def run():
-        panel = Panel(ButtonConfig(), asyncio.get_running_loop(), lambda: None, lambda: None,
-                      pin_factory=factory)
+        panel = Panel(
+            ButtonConfig(),
+            asyncio.get_running_loop(),
+            lambda: None,
+            lambda: None,
+            pin_factory=factory,
+        )
         panel.show(RECORDING)  # nothing to drive; must not fail
         panel.close()
         return panel
+
     panel = asyncio.run(run())
     assert panel.button is None and panel.led is None

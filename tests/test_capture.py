@@ -15,11 +15,11 @@ import pytest
 import soundfile
 import soxr
 
-from appliance import audio
-from appliance.capture import FileSource, MicrophoneSource
 from appliance.errors import AudioError
+from appliance.recording import audio
+from appliance.recording.capture import FileSource, MicrophoneSource
 from appliance.transcript import Gap
-from appliance.virtual_mic import DEVICE
+from tools.virtual_mic import DEVICE
 
 SPEECH = Path(__file__).parent / "data" / "speech"
 JFK = SPEECH / "jfk" / "jfk.flac"  # 11.0 s, 16 kHz mono like every clip in tests/data/speech
@@ -63,8 +63,9 @@ def _variant(tmp_path: Path, name: str) -> Path:
     return path
 
 
-@pytest.mark.parametrize("name", ["flac-16k-mono", "wav-16k-mono", "wav-48k-stereo",
-                                  "flac-44k-mono"])
+@pytest.mark.parametrize(
+    "name", ["flac-16k-mono", "wav-16k-mono", "wav-48k-stereo", "flac-44k-mono"]
+)
 def test_a_file_streams_the_samples_load_decodes(tmp_path, name):
     path = _variant(tmp_path, name)
     got = _pcm(asyncio.run(_drain(FileSource(path))))
@@ -89,8 +90,7 @@ def ffmpeg(tmp_path, monkeypatch) -> str:
 
 def test_a_format_libsndfile_cannot_read_streams_through_ffmpeg(tmp_path, ffmpeg):
     path = tmp_path / "jfk.m4a"
-    subprocess.run([ffmpeg, "-v", "error", "-i", str(JFK), "-c:a", "aac", str(path)],
-                   check=True)
+    subprocess.run([ffmpeg, "-v", "error", "-i", str(JFK), "-c:a", "aac", str(path)], check=True)
     got = _pcm(asyncio.run(_drain(FileSource(path))))
     want = _reference(path)
     assert abs(got.size - want.size) <= 2
@@ -187,7 +187,7 @@ def test_a_clip_played_into_the_room_arrives_bit_exact_at_16k(pulse_in_process):
     captured = _pcm(items)
     reference = _reference(SENTENCE)
     start = _align(captured.astype(np.float32), reference.astype(np.float32))
-    heard = captured[start:start + reference.size]
+    heard = captured[start : start + reference.size]
     assert heard.size == reference.size
     assert np.array_equal(heard[_SETTLE:], reference[_SETTLE:])
 
@@ -198,15 +198,19 @@ def test_a_clip_resampled_from_the_device_rate_stays_close(pulse_in_process):
     captured = audio.pcm16_to_float(_pcm(items))
     reference = audio.load(SHORT)
     start = _align(captured, reference)
-    heard = captured[start:start + reference.size][_SETTLE:]
+    heard = captured[start : start + reference.size][_SETTLE:]
     wanted = reference[_SETTLE:]
-    snr_db = 10 * np.log10(np.sum(wanted ** 2) / np.sum((heard - wanted) ** 2))
+    snr_db = 10 * np.log10(np.sum(wanted**2) / np.sum((heard - wanted) ** 2))
     print(f"44.1 kHz round trip: SNR {snr_db:.1f} dB")
     assert snr_db > 30
 
 
 def _records(caplog, text: str) -> list[logging.LogRecord]:
-    return [r for r in caplog.records if r.name == "appliance.capture" and text in r.getMessage()]
+    return [
+        r
+        for r in caplog.records
+        if r.name == "appliance.recording.capture" and text in r.getMessage()
+    ]
 
 
 def _check_gap_then_silence(items: list, index: int) -> Gap:
@@ -215,7 +219,7 @@ def _check_gap_then_silence(items: list, index: int) -> Gap:
     assert isinstance(gap, Gap) and gap.reason.startswith("microphone lost: ")
     wanted = round((gap.end_s - gap.start_s) * audio.SAMPLE_RATE)
     silence = b""
-    for item in items[index + 1:]:
+    for item in items[index + 1 :]:
         if len(silence) >= 2 * wanted:
             break
         silence += item
@@ -224,7 +228,7 @@ def _check_gap_then_silence(items: list, index: int) -> Gap:
 
 
 def test_a_missing_device_is_a_gap_of_silence_not_an_error(caplog):
-    caplog.set_level(logging.INFO, logger="appliance.capture")
+    caplog.set_level(logging.INFO, logger="appliance.recording.capture")
     source = MicrophoneSource("no such microphone", retry_max_s=1.0)
 
     async def run() -> list:
@@ -241,7 +245,7 @@ def test_a_missing_device_is_a_gap_of_silence_not_an_error(caplog):
 
 
 def test_the_microphone_comes_back_when_the_server_does(pulse_in_process, caplog):
-    caplog.set_level(logging.INFO, logger="appliance.capture")
+    caplog.set_level(logging.INFO, logger="appliance.recording.capture")
     microphone = pulse_in_process
     source = MicrophoneSource(DEVICE, retry_max_s=1.0, samplerate=16000)
     items: list = []

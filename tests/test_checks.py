@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from appliance import checks
 from appliance.models import silero, store
+from appliance.service import checks
 
 CHECKOUT = Path(__file__).resolve().parents[1]
 MODELS = CHECKOUT / "models"
@@ -64,14 +64,16 @@ def test_a_missing_file_is_the_defaults_and_no_problem(tmp_path):
 
 def test_a_config_error_is_the_only_line(write):
     path = write("[smtp]\nport = 0\n")
-    assert checks.check_config(path) == [
-        f"{path}: smtp.port: 0 is out of range (1 to 65535)"]
+    assert checks.check_config(path) == [f"{path}: smtp.port: 0 is out of range (1 to 65535)"]
 
 
-@pytest.mark.parametrize("text, expected", [
-    ('model = "small"\n', "model 'small' is not installed in"),
-    ('model = "/nonexistent/ggml-x.bin"\n', "model '/nonexistent/ggml-x.bin' is not installed"),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ('model = "small"\n', "model 'small' is not installed in"),
+        ('model = "/nonexistent/ggml-x.bin"\n', "model '/nonexistent/ggml-x.bin' is not installed"),
+    ],
+)
 def test_a_model_that_is_not_there(write, tmp_path, text, expected):
     empty = tmp_path / "models"
     empty.mkdir()
@@ -120,10 +122,13 @@ def test_an_unknown_quant(write):
     assert "'q9' is not a quant (allowed: one of f16, q8_0, q5_1" in line
 
 
-@pytest.mark.parametrize("device, expected", [
-    ("no such microphone", "no input device named 'no such microphone'"),
-    ("99", "no input device with index 99"),
-])
+@pytest.mark.parametrize(
+    "device, expected",
+    [
+        ("no such microphone", "no input device named 'no such microphone'"),
+        ("99", "no input device with index 99"),
+    ],
+)
 def test_an_audio_device_that_is_not_there(write, device, expected):
     path = write(f'[audio]\ndevice = "{device}"\n')
     line = _only(checks.check_config(path), path, "audio.device")
@@ -137,12 +142,20 @@ def _check_with_alsa_device(tmp_path: Path, config: Path) -> list[str]:
     home.mkdir()
     (home / ".asoundrc").write_text(
         "pcm.appliance_test_mic {\n    type null\n"
-        '    hint { show on description "Appliance test microphone" }\n}\n')
-    code = ("import sys; from appliance import checks\n"
-            "for line in checks.check_config(sys.argv[1]): print(line)")
-    out = subprocess.run([sys.executable, "-c", code, str(config)], capture_output=True,
-                         text=True, check=True, cwd=CHECKOUT,
-                         env={**os.environ, "HOME": str(home)})
+        '    hint { show on description "Appliance test microphone" }\n}\n'
+    )
+    code = (
+        "import sys; from appliance.service import checks\n"
+        "for line in checks.check_config(sys.argv[1]): print(line)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(config)],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=CHECKOUT,
+        env={**os.environ, "HOME": str(home)},
+    )
     return out.stdout.splitlines()
 
 
@@ -154,8 +167,9 @@ def test_an_audio_device_that_is_there(write, tmp_path, device):
 def test_the_devices_there_are_listed(write, tmp_path):
     path = write('[audio]\ndevice = "USB"\n')
     line = _only(_check_with_alsa_device(tmp_path, path), path, "audio.device")
-    assert line.endswith("(allowed: a capture device index or part of its name: "
-                         "0 'appliance_test_mic')")
+    assert line.endswith(
+        "(allowed: a capture device index or part of its name: 0 'appliance_test_mic')"
+    )
 
 
 @pytest.fixture
@@ -172,8 +186,9 @@ def secret(tmp_path):
 
 def test_password_file_ok_forms(write, secret, tmp_path):
     absolute = secret("private/pw")
-    assert checks.check_config(write(f'[smtp]\nusername = "u"\npassword_file = "{absolute}"\n')) \
-        == []
+    assert (
+        checks.check_config(write(f'[smtp]\nusername = "u"\npassword_file = "{absolute}"\n')) == []
+    )
     # A credential name: beside the config (what the unit's LoadCredential= copies) ...
     path = write('[smtp]\nusername = "u"\npassword_file = "smtp-password"\n')
     secret("etc/smtp-password")
@@ -181,22 +196,35 @@ def test_password_file_ok_forms(write, secret, tmp_path):
     # ... or inside the service, in $CREDENTIALS_DIRECTORY.
     (tmp_path / "etc" / "smtp-password").unlink()
     secret("creds/smtp-password", mode=0o400)
-    assert checks.check_config(path, environ={"CREDENTIALS_DIRECTORY": str(tmp_path / "creds")}) \
-        == []
+    assert (
+        checks.check_config(path, environ={"CREDENTIALS_DIRECTORY": str(tmp_path / "creds")}) == []
+    )
 
 
-@pytest.mark.parametrize("smtp, files, expected", [
-    ('username = "u"\n', {}, "empty, but smtp.username is set"),
-    ('password_file = "smtp-password"\n', {},
-     "no credential 'smtp-password': no {etc}/smtp-password"),
-    ('password_file = "secrets/pw"\n', {}, "'secrets/pw' is a relative path"),
-    ('password_file = "{tmp}/pw"\n', {"pw": 0o644},
-     "{tmp}/pw is world-readable (mode 0644): chmod o-r"),
-    ('password_file = "{tmp}/pw"\n', {}, "{tmp}/pw: No such file or directory"),
-    ('password_file = "{tmp}"\n', {}, "{tmp} is not a regular file"),
-    ('username = "u"\npassword_file = "{tmp}/pw"\n', {"pw": 0o600, "empty": True},
-     "{tmp}/pw is empty, but smtp.username is set"),
-])
+@pytest.mark.parametrize(
+    "smtp, files, expected",
+    [
+        ('username = "u"\n', {}, "empty, but smtp.username is set"),
+        (
+            'password_file = "smtp-password"\n',
+            {},
+            "no credential 'smtp-password': no {etc}/smtp-password",
+        ),
+        ('password_file = "secrets/pw"\n', {}, "'secrets/pw' is a relative path"),
+        (
+            'password_file = "{tmp}/pw"\n',
+            {"pw": 0o644},
+            "{tmp}/pw is world-readable (mode 0644): chmod o-r",
+        ),
+        ('password_file = "{tmp}/pw"\n', {}, "{tmp}/pw: No such file or directory"),
+        ('password_file = "{tmp}"\n', {}, "{tmp} is not a regular file"),
+        (
+            'username = "u"\npassword_file = "{tmp}/pw"\n',
+            {"pw": 0o600, "empty": True},
+            "{tmp}/pw is empty, but smtp.username is set",
+        ),
+    ],
+)
 def test_password_file_problems(write, secret, tmp_path, smtp, files, expected):
     for name, mode in files.items():
         if name != "empty":
@@ -204,8 +232,10 @@ def test_password_file_problems(write, secret, tmp_path, smtp, files, expected):
     path = write("[smtp]\n" + smtp.format(tmp=tmp_path))
     line = _only(checks.check_config(path, environ={}), path, "smtp.password_file")
     assert expected.format(tmp=tmp_path, etc=path.parent) in line
-    assert "allowed: an absolute path of a file no other user can read, or a systemd " \
+    assert (
+        "allowed: an absolute path of a file no other user can read, or a systemd "
         "credential name" in line
+    )
 
 
 def test_state_dir_problems(write, tmp_path):
@@ -214,8 +244,9 @@ def test_state_dir_problems(write, tmp_path):
     line = _only(checks.check_config(path), path, "storage.state_dir")
     assert f"{tmp_path / 'a-file'} is not a folder" in line
     path = write('[storage]\nstate_dir = "var/state"\n')
-    assert "'var/state' is a relative path" in _only(checks.check_config(path), path,
-                                                     "storage.state_dir")
+    assert "'var/state' is a relative path" in _only(
+        checks.check_config(path), path, "storage.state_dir"
+    )
     path = write(f'[storage]\nstate_dir = "{tmp_path / "new" / "deeper"}"\n')
     assert checks.check_config(path) == []  # creatable
 
@@ -223,8 +254,12 @@ def test_state_dir_problems(write, tmp_path):
 def test_a_read_only_state_dir(write, tmp_path):
     mount = tmp_path / "ro"
     mount.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(mount)],
-                      capture_output=True).returncode != 0:
+    if (
+        subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(mount)], capture_output=True
+        ).returncode
+        != 0
+    ):
         pytest.fail("cannot mount a read-only tmpfs here (the test needs root)")
     try:
         path = write(f'[storage]\nstate_dir = "{mount}"\n')
@@ -237,13 +272,16 @@ def test_a_read_only_state_dir(write, tmp_path):
         subprocess.run(["umount", str(mount)], check=True)
 
 
-@pytest.mark.parametrize("calendar, ok", [
-    ("http://calendar.lan/room.ics", True),
-    ("https://calendar.lan/room.ics", True),
-    ("{tmp}/room.ics", True),
-    ("webcal://calendar.lan/room.ics", False),
-    ("{tmp}/absent.ics", False),
-])
+@pytest.mark.parametrize(
+    "calendar, ok",
+    [
+        ("http://calendar.lan/room.ics", True),
+        ("https://calendar.lan/room.ics", True),
+        ("{tmp}/room.ics", True),
+        ("webcal://calendar.lan/room.ics", False),
+        ("{tmp}/absent.ics", False),
+    ],
+)
 def test_calendar(write, tmp_path, calendar, ok):
     (tmp_path / "room.ics").write_text("BEGIN:VCALENDAR\nEND:VCALENDAR\n")
     path = write(f'[room]\ncalendar = "{calendar.format(tmp=tmp_path)}"\n')

@@ -13,39 +13,55 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from appliance.control import (
-    MAX_REQUEST_BYTES, ControlError, ControlServer, ProtocolError, Request, parse_request, request)
 from appliance.errors import UsageError
+from appliance.service.control import (
+    MAX_REQUEST_BYTES,
+    ControlError,
+    ControlServer,
+    ProtocolError,
+    Request,
+    parse_request,
+    request,
+)
 
 
-@pytest.mark.parametrize("line, command, args", [
-    (b'{"command": "status"}\n', "status", {}),
-    (b'{"command": "start", "title": "Q3", "to": ["a@b.se"], "speed": 1}', "start",
-     {"title": "Q3", "to": ["a@b.se"], "speed": 1}),
-    (b'{"command": "stop", "wait": true}', "stop", {"wait": True}),
-    (b'{"command": "show", "id": 4, "format": "srt"}', "show", {"id": 4, "format": "srt"}),
-    (b'{"command": "stop", "wait": null}', "stop", {}),
-])
+@pytest.mark.parametrize(
+    "line, command, args",
+    [
+        (b'{"command": "status"}\n', "status", {}),
+        (
+            b'{"command": "start", "title": "Q3", "to": ["a@b.se"], "speed": 1}',
+            "start",
+            {"title": "Q3", "to": ["a@b.se"], "speed": 1},
+        ),
+        (b'{"command": "stop", "wait": true}', "stop", {"wait": True}),
+        (b'{"command": "show", "id": 4, "format": "srt"}', "show", {"id": 4, "format": "srt"}),
+        (b'{"command": "stop", "wait": null}', "stop", {}),
+    ],
+)
 def test_parse_accepts(line, command, args):
     assert parse_request(line) == Request(command, args)
 
 
-@pytest.mark.parametrize("line, reason", [
-    (b"not json", "not a JSON line"),
-    (b"\xff\xfe", "not a JSON line"),
-    (b"[1, 2]", '"command" string'),
-    (b'{"cmd": "status"}', '"command" string'),
-    (b'{"command": "reboot"}', "unknown command 'reboot'"),
-    (b'{"command": "start", "title": 5}', "title must be str"),
-    (b'{"command": "start", "to": ["a@b.se", 3]}', "list of strings"),
-    (b'{"command": "show", "id": true}', "id must be int"),
-    (b'{"command": "start", "speed": "fast"}', "speed must be float"),
-    (b'{"command": "start", "speed": false}', "speed must be float"),
-    (b'{"command": "stop", "wait": 1}', "wait must be bool"),
-    (b'{"command": "show", "id": 1, "x": 1}', "unknown argument 'x'"),
-    (b'{"command": "start", "title": "a\\u0000b"}', "NUL"),
-    (b"[" * 100000, "longer than"),
-])
+@pytest.mark.parametrize(
+    "line, reason",
+    [
+        (b"not json", "not a JSON line"),
+        (b"\xff\xfe", "not a JSON line"),
+        (b"[1, 2]", '"command" string'),
+        (b'{"cmd": "status"}', '"command" string'),
+        (b'{"command": "reboot"}', "unknown command 'reboot'"),
+        (b'{"command": "start", "title": 5}', "title must be str"),
+        (b'{"command": "start", "to": ["a@b.se", 3]}', "list of strings"),
+        (b'{"command": "show", "id": true}', "id must be int"),
+        (b'{"command": "start", "speed": "fast"}', "speed must be float"),
+        (b'{"command": "start", "speed": false}', "speed must be float"),
+        (b'{"command": "stop", "wait": 1}', "wait must be bool"),
+        (b'{"command": "show", "id": 1, "x": 1}', "unknown argument 'x'"),
+        (b'{"command": "start", "title": "a\\u0000b"}', "NUL"),
+        (b"[" * 100000, "longer than"),
+    ],
+)
 def test_parse_refuses_with_one_line(line, reason):
     with pytest.raises(ProtocolError) as caught:
         parse_request(line)
@@ -56,16 +72,22 @@ def test_parse_refuses_with_one_line(line, reason):
 _json = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
-    max_leaves=10)
+    max_leaves=10,
+)
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.one_of(
-    st.binary(max_size=200),
-    _json.map(lambda v: json.dumps(v).encode()),
-    st.dictionaries(st.sampled_from(["command", "title", "to", "id", "wait", "format", "zz"]),
-                    _json, max_size=4).map(lambda v: json.dumps(v).encode()),
-))
+@given(
+    st.one_of(
+        st.binary(max_size=200),
+        _json.map(lambda v: json.dumps(v).encode()),
+        st.dictionaries(
+            st.sampled_from(["command", "title", "to", "id", "wait", "format", "zz"]),
+            _json,
+            max_size=4,
+        ).map(lambda v: json.dumps(v).encode()),
+    )
+)
 def test_parse_fuzz_never_crashes(line):
     """Whatever arrives, the answer is a Request or one clear ProtocolError line."""
     try:
@@ -89,6 +111,7 @@ def _serve(path, handler):
         loop.call_soon_threadsafe(loop.stop)
         thread.join(5)
         loop.close()
+
     return path, close
 
 

@@ -16,8 +16,8 @@ from pathlib import Path
 import jiwer
 import pytest
 
-from appliance import spool
 from appliance.evaluate import normalize
+from appliance.recording import spool
 
 DATA = Path(__file__).parent / "data"
 JFK = DATA / "speech" / "jfk" / "jfk.flac"
@@ -33,7 +33,8 @@ class Daemon:
         self.config = root / "config.toml"
         self.config.write_text(
             f'[storage]\nstate_dir = "{root / "state"}"\n'
-            f'[control]\nsocket = "{root / "control.sock"}"\n' + extra_config)
+            f'[control]\nsocket = "{root / "control.sock"}"\n' + extra_config
+        )
         self.env = {**os.environ, **(env or {})}
         self.process: subprocess.Popen | None = None
         self.notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
@@ -51,9 +52,13 @@ class Daemon:
 
     def start(self) -> None:
         env = {**self.env, "NOTIFY_SOCKET": str(self.root / "notify"), "WATCHDOG_USEC": "2000000"}
-        self.log = open(self.root / "daemon.log", "ab")
-        self.process = subprocess.Popen([*APPLIANCE, "run", "--config", str(self.config)],
-                                        env=env, stdout=self.log, stderr=self.log)
+        self.log = open(self.root / "daemon.log", "ab")  # noqa: SIM115 (closed in stop())
+        self.process = subprocess.Popen(
+            [*APPLIANCE, "run", "--config", str(self.config)],
+            env=env,
+            stdout=self.log,
+            stderr=self.log,
+        )
         self.wait_for_message("READY=1", 120)
 
     def wait_for_message(self, text: str, timeout_s: float) -> str:
@@ -73,8 +78,13 @@ class Daemon:
         return (self.root / "daemon.log").read_text(errors="replace")
 
     def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-        result = subprocess.run([*APPLIANCE, *args, "--config", str(self.config)],
-                                env=self.env, capture_output=True, text=True, timeout=600)
+        result = subprocess.run(
+            [*APPLIANCE, *args, "--config", str(self.config)],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         if check and result.returncode != 0:
             raise AssertionError(f"appliance {' '.join(args)}: {result.stderr}\n{self.log_text()}")
         return result
@@ -122,8 +132,18 @@ def test_socket_commands_and_a_meeting_from_a_file(daemon):
     assert daemon.status()["state"] == "idle"
     refused = daemon.cli("stop", check=False)
     assert refused.returncode == 2 and "no meeting is recording" in refused.stderr
-    meeting_id = int(daemon.cli("start", "--from-file", str(MEETING), "--realtime", "--title",
-                                "Budget <Q3>", "--to", "anna@example.com").stdout)
+    meeting_id = int(
+        daemon.cli(
+            "start",
+            "--from-file",
+            str(MEETING),
+            "--realtime",
+            "--title",
+            "Budget <Q3>",
+            "--to",
+            "anna@example.com",
+        ).stdout
+    )
     again = daemon.cli("start", "--from-file", str(JFK), check=False)
     assert again.returncode == 2 and f"meeting {meeting_id} is already recording" in again.stderr
     daemon.wait_for_message(f"STATUS=recording meeting {meeting_id}", 10)
@@ -151,11 +171,15 @@ def test_a_file_meeting_ends_by_itself_and_is_delivered(daemon, workers):
     with daemon.config.open("a") as config:
         config.write(f"workers = {workers}\nthreads = {3 - workers}\n")  # under [transcriber]
     daemon.start()
-    meeting_id = int(daemon.cli("start", "--from-file", str(JFK), "--to", "anna@example.com").stdout)
+    meeting_id = int(
+        daemon.cli("start", "--from-file", str(JFK), "--to", "anna@example.com").stdout
+    )
     daemon.wait_for_state(meeting_id, ("done",), 120)
     text = daemon.cli("show", str(meeting_id)).stdout
-    reference = "And so, my fellow Americans, ask not what your country can do for you; ask " \
+    reference = (
+        "And so, my fellow Americans, ask not what your country can do for you; ask "
         "what you can do for your country."
+    )
     assert jiwer.wer(normalize(reference, "en"), normalize(text, "en")) < 0.1
     assert len(daemon.maildir()) == 1
     assert daemon.stop() == 0
@@ -163,8 +187,11 @@ def test_a_file_meeting_ends_by_itself_and_is_delivered(daemon, workers):
 
 def test_sigkill_mid_meeting_is_recovered_and_delivered_once(daemon):
     daemon.start()
-    meeting_id = int(daemon.cli("start", "--from-file", str(MEETING), "--realtime",
-                                "--to", "anna@example.com").stdout)
+    meeting_id = int(
+        daemon.cli(
+            "start", "--from-file", str(MEETING), "--realtime", "--to", "anna@example.com"
+        ).stdout
+    )
     started = time.monotonic()
     time.sleep(15)
     daemon.process.kill()  # SIGKILL: no chance to flush anything
@@ -189,8 +216,11 @@ def test_sigkill_mid_meeting_is_recovered_and_delivered_once(daemon):
 
 def test_sigterm_during_a_meeting_finishes_it_and_exits_0(daemon):
     daemon.start()
-    meeting_id = int(daemon.cli("start", "--from-file", str(MEETING), "--realtime",
-                                "--to", "anna@example.com").stdout)
+    meeting_id = int(
+        daemon.cli(
+            "start", "--from-file", str(MEETING), "--realtime", "--to", "anna@example.com"
+        ).stdout
+    )
     time.sleep(8)
     assert daemon.stop(signal.SIGTERM) == 0
     daemon.wait_for_message("STOPPING=1", 5)

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from appliance import config, reference
+from appliance import config
 from appliance.models import store
+from tools import reference
 
 CHECKOUT = Path(__file__).resolve().parents[1]
 UNIT = CHECKOUT / "systemd" / "meeting-appliance.service"
@@ -21,7 +22,6 @@ SYSUSERS = CHECKOUT / "systemd" / "meeting-appliance.sysusers"
 TMPFILES = CHECKOUT / "systemd" / "meeting-appliance.tmpfiles"
 PREFIX = "/opt/meeting-appliance"
 MAX_EXPOSURE = 2.0
-
 
 
 def _mode(path: Path) -> int:
@@ -34,11 +34,17 @@ def _run(*command: str, **kwargs) -> subprocess.CompletedProcess:
 
 # --- the installer, run once for the module -------------------------------------------------
 
+
 class Staged:
     """A staging install (DESTDIR) and what running the installer printed."""
 
-    def __init__(self, root: Path, first: subprocess.CompletedProcess,
-                 again: subprocess.CompletedProcess, seconds: float) -> None:
+    def __init__(
+        self,
+        root: Path,
+        first: subprocess.CompletedProcess,
+        again: subprocess.CompletedProcess,
+        seconds: float,
+    ) -> None:
         self.root, self.first, self.again, self.seconds = root, first, again, seconds
 
     def __truediv__(self, path: str) -> Path:
@@ -56,8 +62,11 @@ def staged(tmp_path_factory: pytest.TempPathFactory) -> Staged:
     assert first.returncode == 0, first.stdout + first.stderr
     config_file = root / "etc/meeting-appliance/config.toml"
     config_file.write_text('[room]\nname = "Edited by the admin"\n')
-    again = _run(str(CHECKOUT / "deploy/install.sh"), cwd="/",
-                 env={**os.environ, "DESTDIR": str(root), "MODEL": "", "EXTRAS": ""})
+    again = _run(
+        str(CHECKOUT / "deploy/install.sh"),
+        cwd="/",
+        env={**os.environ, "DESTDIR": str(root), "MODEL": "", "EXTRAS": ""},
+    )
     assert again.returncode == 0, again.stdout + again.stderr
     return Staged(root, first, again, seconds)
 
@@ -88,10 +97,12 @@ def test_staged_tree_files_and_modes(staged):
     }
     assert {path: _mode(staged / path) for path in expected} == expected
     assert (staged / "/etc/meeting-appliance/smtp-password").stat().st_size == 0
-    assert (staged / "/lib/systemd/system/meeting-appliance.service").read_text() \
-        == UNIT.read_text()
-    assert (staged / "/usr/lib/sysusers.d/meeting-appliance.conf").read_text() \
-        == SYSUSERS.read_text()
+    assert (
+        staged / "/lib/systemd/system/meeting-appliance.service"
+    ).read_text() == UNIT.read_text()
+    assert (
+        staged / "/usr/lib/sysusers.d/meeting-appliance.conf"
+    ).read_text() == SYSUSERS.read_text()
     if os.geteuid() == 0:  # staging: root's, since the service user exists only on the target
         assert (staged / "/etc/meeting-appliance/config.toml").stat().st_uid == 0
 
@@ -106,14 +117,16 @@ def test_staged_model_verifies(staged):
 def test_staged_venv_is_relocated_to_prefix(staged):
     venv = staged / PREFIX
     assert (venv / "bin/appliance").read_text().splitlines()[0] == f"#!{PREFIX}/bin/python"
-    leftovers = _run("grep", "-rlIF", str(staged.root), str(venv / "bin"),
-                     str(venv / "pyvenv.cfg"))
+    leftovers = _run("grep", "-rlIF", str(staged.root), str(venv / "bin"), str(venv / "pyvenv.cfg"))
     assert leftovers.stdout == ""
     # Not editable: the package and the email templates live in the venv, not the checkout.
-    probe = _run(str(venv / "bin/python"), "-c",
-                 "import appliance, appliance.render as r; print(appliance.__file__); "
-                 "print(r.BUILTIN_DIR); print(sorted(p.name for p in r.BUILTIN_DIR.iterdir()))",
-                 cwd="/")
+    probe = _run(
+        str(venv / "bin/python"),
+        "-c",
+        "import appliance, appliance.paths as p; print(appliance.__file__); "
+        "print(p.builtin_templates()); print(sorted(p.name for p in p.builtin_templates().iterdir()))",
+        cwd="/",
+    )
     assert probe.returncode == 0, probe.stderr
     module, templates, names = probe.stdout.splitlines()
     assert module.startswith(str(venv / "lib")) and templates.startswith(str(venv / "share"))
@@ -139,13 +152,15 @@ def test_an_existing_config_is_never_overwritten(staged):
 def test_unit_verifies_against_the_staged_install(staged, tmp_path):
     """`systemd-analyze verify` needs ExecStart's binary: point the unit at the staged one."""
     unit = tmp_path / "meeting-appliance.service"
-    unit.write_text(UNIT.read_text().replace(f"ExecStart={PREFIX}/",
-                                             f"ExecStart={staged.root}{PREFIX}/"))
+    unit.write_text(
+        UNIT.read_text().replace(f"ExecStart={PREFIX}/", f"ExecStart={staged.root}{PREFIX}/")
+    )
     result = _run("systemd-analyze", "verify", str(unit))
     assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
 
 
 # --- the unit on its own --------------------------------------------------------------------
+
 
 def test_unit_verify_finds_nothing_but_the_missing_binary():
     """Without an install only ExecStart may be reported (so a typo is caught even in CI)."""
@@ -154,14 +169,17 @@ def test_unit_verify_finds_nothing_but_the_missing_binary():
     if Path(PREFIX, "bin/appliance").exists():
         assert complaints == []
     else:
-        assert complaints == [f"meeting-appliance.service: Command {PREFIX}/bin/appliance is not "
-                              "executable: No such file or directory"]
+        assert complaints == [
+            f"meeting-appliance.service: Command {PREFIX}/bin/appliance is not "
+            "executable: No such file or directory"
+        ]
 
 
 def test_unit_exposure_is_low():
     result = _run("systemd-analyze", "security", "--offline=true", "--no-pager", str(UNIT))
-    found = re.search(r"Overall exposure level for meeting-appliance\.service: (\d+\.\d+)",
-                      result.stdout)
+    found = re.search(
+        r"Overall exposure level for meeting-appliance\.service: (\d+\.\d+)", result.stdout
+    )
     assert found, result.stdout + result.stderr
     print(f"exposure {found.group(1)}")
     assert float(found.group(1)) <= MAX_EXPOSURE
@@ -197,34 +215,49 @@ def test_sysusers_and_tmpfiles_make_the_user_and_folders(tmp_path):
     with open(SYSUSERS) as source:
         made = _run("systemd-sysusers", f"--root={tmp_path}", "-", stdin=source)
     assert made.returncode == 0, made.stderr
-    users = {line.split(":")[0]: line.split(":") for line in
-             (tmp_path / "etc/passwd").read_text().splitlines()}
+    users = {
+        line.split(":")[0]: line.split(":")
+        for line in (tmp_path / "etc/passwd").read_text().splitlines()
+    }
     user = users["meeting-appliance"]
     assert user[5] == "/var/lib/meeting-appliance"
-    groups = {line.split(":")[0]: line.split(":")[3].split(",") for line in
-              (tmp_path / "etc/group").read_text().splitlines()}
+    groups = {
+        line.split(":")[0]: line.split(":")[3].split(",")
+        for line in (tmp_path / "etc/group").read_text().splitlines()
+    }
     assert "meeting-appliance" in groups["audio"] and "meeting-appliance" in groups["gpio"]
     with open(TMPFILES) as source:
         made = _run("systemd-tmpfiles", f"--root={tmp_path}", "--create", "-", stdin=source)
     assert made.returncode == 0, made.stderr
-    for path, mode in [("var/lib/meeting-appliance", 0o700), ("run/meeting-appliance", 0o750),
-                       ("var/lib/meeting-appliance/models", 0o755)]:
+    for path, mode in [
+        ("var/lib/meeting-appliance", 0o700),
+        ("run/meeting-appliance", 0o750),
+        ("var/lib/meeting-appliance/models", 0o755),
+    ]:
         info = (tmp_path / path).stat()
-        assert (_mode(tmp_path / path), info.st_uid, info.st_gid) == (mode, int(user[2]),
-                                                                       int(user[3]))
+        assert (_mode(tmp_path / path), info.st_uid, info.st_gid) == (
+            mode,
+            int(user[2]),
+            int(user[3]),
+        )
 
 
 # --- uninstall, on a tree of the installed paths (no venv needed) ----------------------------
 
 INSTALLED = [
-    "lib/systemd/system/meeting-appliance.service", "usr/lib/sysusers.d/meeting-appliance.conf",
+    "lib/systemd/system/meeting-appliance.service",
+    "usr/lib/sysusers.d/meeting-appliance.conf",
     "usr/lib/tmpfiles.d/meeting-appliance.conf",
     "lib/udev/rules.d/60-meeting-appliance-gpio.rules",
-    "usr/share/doc/meeting-appliance/configuration.md", "opt/meeting-appliance/bin/python",
+    "usr/share/doc/meeting-appliance/configuration.md",
+    "opt/meeting-appliance/bin/python",
 ]
-KEPT = ["etc/meeting-appliance/config.toml", "etc/meeting-appliance/smtp-password",
-        "var/lib/meeting-appliance/appliance.db",
-        "var/lib/meeting-appliance/models/ggml-tiny.en-q5_1.bin"]
+KEPT = [
+    "etc/meeting-appliance/config.toml",
+    "etc/meeting-appliance/smtp-password",
+    "var/lib/meeting-appliance/appliance.db",
+    "var/lib/meeting-appliance/models/ggml-tiny.en-q5_1.bin",
+]
 
 
 @pytest.mark.parametrize("purge", [False, True])
@@ -242,13 +275,24 @@ def test_uninstall_keeps_config_and_state_unless_purged(tmp_path, purge):
 
 # --- the generated reference and example config ---------------------------------------------
 
+
 def test_committed_docs_match_the_generator():
-    """Regenerate with: python -m appliance.reference --markdown docs/configuration.md
+    """Regenerate with: python -m tools.reference --markdown docs/configuration.md
     --example deploy/config.example.toml"""
     assert (CHECKOUT / reference.MARKDOWN).read_text() == reference.markdown()
     assert (CHECKOUT / reference.EXAMPLE).read_text() == reference.example_config()
-    assert reference.main(["--check", "--markdown", str(CHECKOUT / reference.MARKDOWN),
-                           "--example", str(CHECKOUT / reference.EXAMPLE)]) == 0
+    assert (
+        reference.main(
+            [
+                "--check",
+                "--markdown",
+                str(CHECKOUT / reference.MARKDOWN),
+                "--example",
+                str(CHECKOUT / reference.EXAMPLE),
+            ]
+        )
+        == 0
+    )
 
 
 def test_the_example_config_is_the_defaults_commented_or_not():
@@ -275,7 +319,7 @@ def test_the_reference_names_every_key_with_default_and_example():
         assert row in text
         assert f"\n{key} = " in text
     for kind in {rules.get("kind") for *_, rules in config.describe()} - {None}:
-        assert kind in reference._KINDS, f"describe {kind!r} in appliance/reference.py"
+        assert kind in reference._KINDS, f"describe {kind!r} in tools/reference.py"
 
 
 def test_every_example_value_is_a_real_key_and_valid():

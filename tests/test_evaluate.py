@@ -189,7 +189,11 @@ def test_manifest_reads_clips_and_skips_blank_lines(manifest_dir: Path) -> None:
     ("sets", "language", "message"),
     [
         ({"jfk", "nope"}, None, "unknown set nope in "),
-        ({"nope"}, None, "available: ami_lhotse_clip, ami_meetings, commonvoice_en_words, commonvoice_sv, jfk"),
+        (
+            {"nope"},
+            None,
+            "available: ami_lhotse_clip, ami_meetings, commonvoice_en_words, commonvoice_sv, jfk",
+        ),
         (None, "de", "no clips in language 'de'"),
         (None, "de", "available: en, sv"),
         ({"jfk"}, "sv", "match the chosen sets and language"),
@@ -305,8 +309,10 @@ def test_evaluate_counts_invented_words_on_silence(manifest_dir: Path) -> None:
     assert (report.corpus.wer, report.corpus.invented_words) == (0.0, 3)
 
 
-@pytest.mark.parametrize(("seconds", "fits"), [(5.0, True), (30.0, True), (30.0000625, True),
-                                               (30.01, False), (31.0, False)])
+@pytest.mark.parametrize(
+    ("seconds", "fits"),
+    [(5.0, True), (30.0, True), (30.0000625, True), (30.01, False), (31.0, False)],
+)
 def test_a_clip_fits_one_window_to_10_ms(tmp_path, seconds, fits) -> None:
     from appliance.evaluate import fits_one_window
 

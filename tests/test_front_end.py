@@ -10,16 +10,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import noise
 import numpy as np
 import pytest
+from test_transcribe import wer
 
-import noise
-from appliance.audio import SAMPLE_RATE, load
+from appliance.engine.transcriber import Transcriber
 from appliance.evaluate import Clip, normalize, read_manifest
 from appliance.models import catalog
-from appliance.transcribe import Transcriber
-from appliance.vad import Segmenter
-from test_transcribe import wer
+from appliance.recording.audio import SAMPLE_RATE, load
+from appliance.recording.segmenter import Segmenter
 
 DATA = Path(__file__).parent / "data"
 # Sets decoded both ways here; `make bench` (benchmarks.frontend) does every set.
@@ -48,10 +48,12 @@ def both(transcriber, segmenter) -> dict[str, tuple[list[Clip], list[str], list[
     out = {}
     for name in SETS:
         chosen = [c for c in clips if c.dataset == name]
-        alone = [normalize(_text(transcriber.transcribe_window(load(c.audio))), "en")
-                 for c in chosen]
-        product = [normalize(transcriber.transcribe_file(c.audio, segmenter).text, "en")
-                   for c in chosen]
+        alone = [
+            normalize(_text(transcriber.transcribe_window(load(c.audio))), "en") for c in chosen
+        ]
+        product = [
+            normalize(transcriber.transcribe_file(c.audio, segmenter).text, "en") for c in chosen
+        ]
         out[name] = (chosen, alone, product)
     return out
 
@@ -70,10 +72,15 @@ def test_clips_at_minus_66_dbfs_are_transcribed_as_at_their_own_level(transcribe
     """The nine close-talk clips the quiet-speaker set was made from, brought to -66 dBFS RMS
     (and so to 16-bit PCM a few steps tall, as the Segmenter takes it) against their own level.
     One clip alone flips a word either way (tiny.en), so the bar is the set's: a WER point."""
-    quiet_names = {c.audio.name for c in read_manifest(DATA / "speech" / "manifest.jsonl",
-                                                       sets={"quiet_speakers"})}
-    clips = [c for c in read_manifest(DATA / "speech" / "manifest.jsonl", language="en")
-             if c.dataset != "quiet_speakers" and c.audio.name in quiet_names]
+    quiet_names = {
+        c.audio.name
+        for c in read_manifest(DATA / "speech" / "manifest.jsonl", sets={"quiet_speakers"})
+    }
+    clips = [
+        c
+        for c in read_manifest(DATA / "speech" / "manifest.jsonl", language="en")
+        if c.dataset != "quiet_speakers" and c.audio.name in quiet_names
+    ]
     assert len(clips) == 9
     references = [normalize(c.text, "en") for c in clips]
     heard: dict[str, list[str]] = {"own": [], "-66": []}
@@ -82,8 +89,9 @@ def test_clips_at_minus_66_dbfs_are_transcribed_as_at_their_own_level(transcribe
         rms_db = 10 * np.log10(np.mean(samples.astype(np.float64) ** 2))
         quiet = samples * np.float32(10 ** ((-66.0 - rms_db) / 20))
         for level, audio in (("own", samples), ("-66", quiet)):
-            heard[level].append(normalize(_text(transcriber.transcribe(
-                segmenter.segments(audio))), "en"))
+            heard[level].append(
+                normalize(_text(transcriber.transcribe(segmenter.segments(audio))), "en")
+            )
     own, quiet_wer = wer(references, heard["own"]), wer(references, heard["-66"])
     assert quiet_wer <= own + 1.0, f"-66 dBFS {quiet_wer:.1f} % vs own level {own:.1f} %"
 
@@ -94,10 +102,13 @@ def test_room_noise_gives_no_words(transcriber, segmenter, kind):
     assert _text(transcriber.transcribe(segmenter.segments(samples))) == ""
 
 
-@pytest.mark.parametrize(("meeting", "silent_s"), [
-    ("dev-meeting-01.flac", (116.0, 162.5)),
-    ("dev-meeting-02.flac", (164.0, 218.5)),
-])
+@pytest.mark.parametrize(
+    ("meeting", "silent_s"),
+    [
+        ("dev-meeting-01.flac", (116.0, 162.5)),
+        ("dev-meeting-02.flac", (164.0, 218.5)),
+    ],
+)
 def test_a_meetings_silent_stretch_gives_no_words(transcriber, segmenter, meeting, silent_s):
     samples = load(DATA / "meetings" / meeting)
     quiet = samples[round(silent_s[0] * SAMPLE_RATE) : round(silent_s[1] * SAMPLE_RATE)]
@@ -105,7 +116,10 @@ def test_a_meetings_silent_stretch_gives_no_words(transcriber, segmenter, meetin
 
 
 def test_a_nearly_silent_meeting_clip_gives_almost_nothing(transcriber, segmenter):
-    (clip,) = [c for c in read_manifest(DATA / "speech" / "manifest.jsonl", sets={"ami_meetings"})
-               if "EN2001b" in c.audio.name]
+    (clip,) = [
+        c
+        for c in read_manifest(DATA / "speech" / "manifest.jsonl", sets={"ami_meetings"})
+        if "EN2001b" in c.audio.name
+    ]
     heard = normalize(transcriber.transcribe_file(clip.audio, segmenter).text, "en").split()
     assert len(heard) <= 2 * len(normalize(clip.text, "en").split())  # "Hmm. Yeah."

@@ -8,13 +8,13 @@ from pathlib import Path
 
 import jiwer
 import soundfile
-
-from appliance import spool
-from appliance.evaluate import normalize
-from appliance.transcribe import DecodeOptions, Transcriber
-from appliance.vad import Segmenter
-from appliance.virtual_mic import DEVICE
 from test_daemon import Daemon
+
+from appliance.engine.transcriber import DecodeOptions, Transcriber
+from appliance.evaluate import normalize
+from appliance.recording import spool
+from appliance.recording.segmenter import Segmenter
+from tools.virtual_mic import DEVICE
 
 MEETING = Path(__file__).parent / "data" / "meetings" / "dev-meeting-01.flac"
 REFERENCE = normalize(MEETING.with_suffix(".txt").read_text(), "en")
@@ -22,15 +22,19 @@ REFERENCE = normalize(MEETING.with_suffix(".txt").read_text(), "en")
 
 def _wer(engine: Transcriber, path: Path) -> float:
     """WER of the file pipeline (`appliance transcribe`) on one recording."""
-    return jiwer.wer(REFERENCE, normalize(engine.transcribe_file(path, Segmenter(), "en").text,
-                                          "en"))
+    return jiwer.wer(
+        REFERENCE, normalize(engine.transcribe_file(path, Segmenter(), "en").text, "en")
+    )
 
 
 def test_live_meeting_through_a_capture_device(tmp_path, tiny_en_installed, virtual_microphone):
     model = tiny_en_installed["q5_1"]
-    daemon = Daemon(tmp_path, f'[transcriber]\nmodels_dir = "{model.parent}"\n'
-                    f'[audio]\ndevice = "{DEVICE}"\nsamplerate = 16000\n',
-                    env=virtual_microphone.env)
+    daemon = Daemon(
+        tmp_path,
+        f'[transcriber]\nmodels_dir = "{model.parent}"\n'
+        f'[audio]\ndevice = "{DEVICE}"\nsamplerate = 16000\n',
+        env=virtual_microphone.env,
+    )
     try:
         daemon.start()
         meeting_id = int(daemon.cli("start", "--to", "anna@example.com").stdout)
@@ -48,14 +52,20 @@ def test_live_meeting_through_a_capture_device(tmp_path, tiny_en_installed, virt
         daemon.close()
     assert meeting["audio_s"] >= 330
     recording = tmp_path / "recording.wav"
-    soundfile.write(recording, spool.read(tmp_path / "state" / "spool" / f"{meeting_id}.pcm"),
-                    16000, subtype="PCM_16")
+    soundfile.write(
+        recording,
+        spool.read(tmp_path / "state" / "spool" / f"{meeting_id}.pcm"),
+        16000,
+        subtype="PCM_16",
+    )
     with Transcriber(model, DecodeOptions(threads=2)) as engine:
         offline_recording = _wer(engine, recording)
         offline_file = _wer(engine, MEETING)
     live = jiwer.wer(REFERENCE, normalize(text, "en"))
-    print(f"WER live {live:.3f}; file pipeline on the recording {offline_recording:.3f}, on the "
-          f"original file {offline_file:.3f}")
+    print(
+        f"WER live {live:.3f}; file pipeline on the recording {offline_recording:.3f}, on the "
+        f"original file {offline_file:.3f}"
+    )
     # The capture is bit-exact but starts a second or so before the playback; tiny.en moves by
     # up to 2.7 points with the leading silence alone (25.2-28.0 % for 0-0.5 s of it), so the
     # pipelines are compared on the same audio: the recording the daemon kept.

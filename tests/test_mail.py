@@ -8,23 +8,43 @@ import email.policy
 import mailbox
 import stat
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
+from smtp_server import (  # noqa: F401
+    PASSWORD,
+    USER,
+    Certificate,
+    Handler,
+    SmtpServer,
+    certificate,  # the fixtures are used by name
+    serve,
+    smtp,
+)
 
 from appliance import config as config_module
 from appliance.config import SmtpConfig
-from appliance.mail import (ACCEPTED, PERMANENT, TEMPORARY, MailError, MaildirMailer, Mailer,
-                            Outcome, mailer_for, read_password)
-from smtp_server import (PASSWORD, USER, Certificate, Handler, SmtpServer,  # noqa: F401
-                         certificate, serve, smtp)  # the fixtures are used by name
+from appliance.delivery.mail import (
+    ACCEPTED,
+    PERMANENT,
+    TEMPORARY,
+    MaildirMailer,
+    Mailer,
+    MailError,
+    Outcome,
+    mailer_for,
+    read_password,
+)
 
 # The AUTH-over-plain server is the brief's test case, not a setting anyone ships.
 pytestmark = pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")
 
-MESSAGE = (b"From: room@example.com\r\nTo: a@example.com\r\nSubject: hi\r\n"
-           b"Message-ID: <1@example.com>\r\n\r\nHello there.\r\n.leading dot\r\n")
+MESSAGE = (
+    b"From: room@example.com\r\nTo: a@example.com\r\nSubject: hi\r\n"
+    b"Message-ID: <1@example.com>\r\n\r\nHello there.\r\n.leading dot\r\n"
+)
 A, B, C = "a@example.com", "b@example.com", "c@example.com"
 
 
@@ -33,8 +53,11 @@ def smtp_config(port: int, **smtp: Any) -> SmtpConfig:
     return config_module.parse({"smtp": settings}).smtp
 
 
-def send(mailer: Mailer | MaildirMailer, recipients: list[str],
-         batches: list[dict[str, Outcome]] | None = None) -> dict[str, Outcome]:
+def send(
+    mailer: Mailer | MaildirMailer,
+    recipients: list[str],
+    batches: list[dict[str, Outcome]] | None = None,
+) -> dict[str, Outcome]:
     record = batches.append if batches is not None else None
     return asyncio.run(mailer.send(MESSAGE, "room@example.com", recipients, record))
 
@@ -50,13 +73,17 @@ def test_plain_send_reaches_each_recipient_once(smtp: SmtpServer) -> None:
     assert smtp.messages(A) == [MESSAGE] and smtp.messages(B) == [MESSAGE]
 
 
-@pytest.mark.parametrize("reply, status", [
-    ("550 5.1.1 no such user", PERMANENT),
-    ("451 4.2.0 try later", TEMPORARY),
-    ("552 5.2.2 mailbox full", PERMANENT),
-])
-def test_one_refused_recipient_does_not_stop_the_others(smtp: SmtpServer, reply: str,
-                                                        status: str) -> None:
+@pytest.mark.parametrize(
+    "reply, status",
+    [
+        ("550 5.1.1 no such user", PERMANENT),
+        ("451 4.2.0 try later", TEMPORARY),
+        ("552 5.2.2 mailbox full", PERMANENT),
+    ],
+)
+def test_one_refused_recipient_does_not_stop_the_others(
+    smtp: SmtpServer, reply: str, status: str
+) -> None:
     smtp.handler.rcpt_replies[B] = reply
     batches: list[dict[str, Outcome]] = []
     outcomes = send(Mailer(smtp_config(smtp.port)), [A, B, C], batches)
@@ -112,8 +139,10 @@ def starttls_server(certificate: Certificate) -> Iterator[SmtpServer]:
 
 
 def test_starttls(starttls_server: SmtpServer, certificate: Certificate) -> None:
-    mailer = Mailer(smtp_config(starttls_server.port, security="starttls"),
-                    tls_context=certificate.client_context())
+    mailer = Mailer(
+        smtp_config(starttls_server.port, security="starttls"),
+        tls_context=certificate.client_context(),
+    )
     assert statuses(send(mailer, [A])) == {A: ACCEPTED}
     assert starttls_server.handler.tls_messages == 1
 
@@ -125,8 +154,9 @@ def test_starttls_refuses_a_certificate_it_cannot_verify(starttls_server: SmtpSe
 
 
 def test_starttls_never_falls_back_to_plain(smtp: SmtpServer, certificate: Certificate) -> None:
-    mailer = Mailer(smtp_config(smtp.port, security="starttls"),
-                    tls_context=certificate.client_context())
+    mailer = Mailer(
+        smtp_config(smtp.port, security="starttls"), tls_context=certificate.client_context()
+    )
     outcomes = send(mailer, [A])
     assert outcomes[A].status == TEMPORARY and "STARTTLS" in outcomes[A].reply
     assert smtp.handler.received == {}
@@ -134,8 +164,9 @@ def test_starttls_never_falls_back_to_plain(smtp: SmtpServer, certificate: Certi
 
 def test_implicit_tls(certificate: Certificate) -> None:
     for server in serve(ssl_context=certificate.server_context()):
-        mailer = Mailer(smtp_config(server.port, security="tls"),
-                        tls_context=certificate.client_context())
+        mailer = Mailer(
+            smtp_config(server.port, security="tls"), tls_context=certificate.client_context()
+        )
         assert statuses(send(mailer, [A])) == {A: ACCEPTED}
         assert server.handler.tls_messages == 1
 
@@ -143,45 +174,62 @@ def test_implicit_tls(certificate: Certificate) -> None:
 @pytest.fixture
 def auth_server() -> Iterator[SmtpServer]:
     handler = Handler()
-    yield from serve(handler, authenticator=handler.authenticate, auth_required=True,
-                     auth_require_tls=False)
+    yield from serve(
+        handler, authenticator=handler.authenticate, auth_required=True, auth_require_tls=False
+    )
 
 
 def test_auth_with_password_file(auth_server: SmtpServer, tmp_path: Path) -> None:
     (tmp_path / "password").write_text(PASSWORD + "\n")
-    mailer = Mailer(smtp_config(auth_server.port, username=USER,
-                                password_file=str(tmp_path / "password")))
+    mailer = Mailer(
+        smtp_config(auth_server.port, username=USER, password_file=str(tmp_path / "password"))
+    )
     assert statuses(send(mailer, [A])) == {A: ACCEPTED}
     assert auth_server.handler.logins == [USER]
 
 
 def test_auth_with_systemd_credential(auth_server: SmtpServer, tmp_path: Path) -> None:
     (tmp_path / "smtp-password").write_text(PASSWORD)
-    mailer = Mailer(smtp_config(auth_server.port, username=USER, password_file="smtp-password"),
-                    environ={"CREDENTIALS_DIRECTORY": str(tmp_path)})
+    mailer = Mailer(
+        smtp_config(auth_server.port, username=USER, password_file="smtp-password"),
+        environ={"CREDENTIALS_DIRECTORY": str(tmp_path)},
+    )
     assert statuses(send(mailer, [A])) == {A: ACCEPTED}
 
 
 def test_auth_over_starttls(certificate: Certificate, tmp_path: Path) -> None:
     (tmp_path / "password").write_text(PASSWORD)
     handler = Handler()
-    for server in serve(handler, tls_context=certificate.server_context(), require_starttls=True,
-                        authenticator=handler.authenticate, auth_required=True):
-        mailer = Mailer(smtp_config(server.port, security="starttls", username=USER,
-                                    password_file=str(tmp_path / "password")),
-                        tls_context=certificate.client_context())
+    for server in serve(
+        handler,
+        tls_context=certificate.server_context(),
+        require_starttls=True,
+        authenticator=handler.authenticate,
+        auth_required=True,
+    ):
+        mailer = Mailer(
+            smtp_config(
+                server.port,
+                security="starttls",
+                username=USER,
+                password_file=str(tmp_path / "password"),
+            ),
+            tls_context=certificate.client_context(),
+        )
         assert statuses(send(mailer, [A])) == {A: ACCEPTED}
         assert handler.logins == [USER] and handler.tls_messages == 1
 
 
 @pytest.mark.parametrize("password, what", [("wrong", "535"), (None, "cannot be read")])
-def test_auth_failure_is_temporary(auth_server: SmtpServer, tmp_path: Path,
-                                   password: str | None, what: str) -> None:
+def test_auth_failure_is_temporary(
+    auth_server: SmtpServer, tmp_path: Path, password: str | None, what: str
+) -> None:
     # A wrong or missing password is this box's setting: fixed, the mail must still go.
     if password is not None:
         (tmp_path / "password").write_text(password)
-    mailer = Mailer(smtp_config(auth_server.port, username=USER,
-                                password_file=str(tmp_path / "password")))
+    mailer = Mailer(
+        smtp_config(auth_server.port, username=USER, password_file=str(tmp_path / "password"))
+    )
     outcomes = send(mailer, [A, B])
     assert statuses(outcomes) == {A: TEMPORARY, B: TEMPORARY}
     assert what in outcomes[A].reply and "during auth" in outcomes[A].reply

@@ -5,19 +5,18 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import jiwer
 import numpy as np
 import pytest
 
-from appliance import audio, spool
-from appliance.capture import FileSource
-import jiwer
-
+from appliance.engine.transcriber import DecodeOptions, Transcriber
 from appliance.evaluate import normalize
-from appliance.meeting import Recording, SpoolReplay
-from appliance.spool import Spool
+from appliance.recording import audio, spool
+from appliance.recording.capture import FileSource
+from appliance.recording.meeting import Recording, SpoolReplay
+from appliance.recording.segmenter import Segmenter
+from appliance.recording.spool import Spool
 from appliance.store import FINISHING, Database
-from appliance.transcribe import DecodeOptions, Transcriber
-from appliance.vad import Segmenter
 
 DATA = Path(__file__).parent / "data"
 MEETING = DATA / "meetings" / "dev-meeting-01.flac"
@@ -47,8 +46,16 @@ def _record(tmp_path, engine, source, queue_segments=8, crash_after_first_commit
     db = Database(tmp_path / "appliance.db")
     meeting = db.create("test", "en", (), "file")
     path = tmp_path / f"{meeting.id}.pcm"
-    recording = Recording(meeting, db, source, engine, Segmenter(), path, Spool.create(path),
-                          queue_segments=queue_segments)
+    recording = Recording(
+        meeting,
+        db,
+        source,
+        engine,
+        Segmenter(),
+        path,
+        Spool.create(path),
+        queue_segments=queue_segments,
+    )
 
     async def run():
         task = asyncio.create_task(recording.run())
@@ -62,6 +69,7 @@ def _record(tmp_path, engine, source, queue_segments=8, crash_after_first_commit
         task.cancel()  # as abrupt as the loop allows: the process "dies" here
         with pytest.raises(asyncio.CancelledError):
             await task
+
     asyncio.run(run())
     return db, meeting, recording
 
@@ -75,8 +83,10 @@ def _wer(db, meeting_id) -> float:
 def test_live_path_loses_nothing_even_when_behind(tmp_path, engine):
     """Every segment the VAD finds reaches the model with its exact samples, from memory or
     read back from the spool once the in-memory queue is full."""
-    expected = [(s.start_s, s.end_s, audio.float_to_pcm16(s.samples))
-                for s in Segmenter().segments(audio.load(MEETING))]
+    expected = [
+        (s.start_s, s.end_s, audio.float_to_pcm16(s.samples))
+        for s in Segmenter().segments(audio.load(MEETING))
+    ]
     engine.heard.clear()
     db, meeting, recording = _record(tmp_path, engine, FileSource(MEETING), queue_segments=1)
     assert engine.heard == expected
@@ -92,19 +102,27 @@ def test_recovery_after_a_crash_finishes_from_the_spool(tmp_path, engine):
     """Cut a run short, then replay the spool from the committed point: each stretch is
     transcribed once and the result matches an uninterrupted run."""
     clip = DATA / "meetings" / "dev-meeting-01.flac"
-    db, meeting, recording = _record(tmp_path, engine, FileSource(clip),
-                                       crash_after_first_commit=True)
+    db, meeting, recording = _record(
+        tmp_path, engine, FileSource(clip), crash_after_first_commit=True
+    )
     crashed = db.meeting(meeting.id)
     assert 0 < crashed.transcribed_s < spool.duration_s(recording.spool_path)
     before = db.transcript(meeting.id).segments
 
-    replay = Recording(crashed, db, SpoolReplay(recording.spool_path, crashed.transcribed_s),
-                       engine, Segmenter(), recording.spool_path, offset_s=crashed.transcribed_s)
+    replay = Recording(
+        crashed,
+        db,
+        SpoolReplay(recording.spool_path, crashed.transcribed_s),
+        engine,
+        Segmenter(),
+        recording.spool_path,
+        offset_s=crashed.transcribed_s,
+    )
     asyncio.run(replay.run())
     after = db.transcript(meeting.id).segments
-    assert after[:len(before)] == before
+    assert after[: len(before)] == before
     assert len(set(after)) == len(after), after  # nothing stored twice
-    assert all(s.start_s >= crashed.transcribed_s - 1e-6 for s in after[len(before):])
+    assert all(s.start_s >= crashed.transcribed_s - 1e-6 for s in after[len(before) :])
     recovered = db.meeting(meeting.id)
     assert recovered.audio_s == pytest.approx(spool.duration_s(recording.spool_path))
     wer = _wer(db, meeting.id)
@@ -119,7 +137,8 @@ def test_spool_replay_is_bit_exact(tmp_path):
 
     async def collect(start_s):
         return b"".join([chunk async for chunk in SpoolReplay(path, start_s).stream()])
+
     assert asyncio.run(collect(0.0)) == audio.float_to_pcm16(samples)
     tail = asyncio.run(collect(5.0))
-    assert tail == audio.float_to_pcm16(samples[5 * 16000:])
+    assert tail == audio.float_to_pcm16(samples[5 * 16000 :])
     assert np.frombuffer(tail, "<i2").size == samples.size - 5 * 16000

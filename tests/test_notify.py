@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from appliance.notify import Notifier, setup_logging
+from appliance.service.notify import Notifier, setup_logging
 
 
 @pytest.fixture
@@ -58,16 +58,20 @@ def test_watchdog_pings_at_half_the_interval(notify_socket):
         pings = [await asyncio.to_thread(receive) for _ in range(3)]
         task.cancel()
         return pings
+
     assert asyncio.run(run()) == ["WATCHDOG=1"] * 3
 
 
-@pytest.mark.parametrize("env, interval", [
-    ({"WATCHDOG_USEC": "30000000"}, 15.0),
-    ({"WATCHDOG_USEC": "30000000", "WATCHDOG_PID": "1"}, None),  # meant for another process
-    ({"WATCHDOG_USEC": "0"}, None),
-    ({"WATCHDOG_USEC": "abc"}, None),
-    ({}, None),
-])
+@pytest.mark.parametrize(
+    "env, interval",
+    [
+        ({"WATCHDOG_USEC": "30000000"}, 15.0),
+        ({"WATCHDOG_USEC": "30000000", "WATCHDOG_PID": "1"}, None),  # meant for another process
+        ({"WATCHDOG_USEC": "0"}, None),
+        ({"WATCHDOG_USEC": "abc"}, None),
+        ({}, None),
+    ],
+)
 def test_watchdog_interval(env, interval):
     assert Notifier(env).watchdog_s == interval
 

@@ -7,18 +7,35 @@ import email
 import email.policy
 import stat
 import time
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 import pytest
+from smtp_server import (  # noqa: F401
+    PASSWORD,
+    USER,
+    Certificate,
+    Handler,
+    SmtpServer,
+    certificate,  # the fixtures are used by name
+    serve,
+    smtp,
+)
 
 from appliance import config as config_module
-from appliance.mail import Mailer, Outcome, Record
-from appliance.outbox import DELIVERED, FAILED, QUEUED, REFUSED, RETRYING, Outbox, retry_delay_s
+from appliance.delivery.mail import Mailer, Outcome, Record
+from appliance.delivery.outbox import (
+    DELIVERED,
+    FAILED,
+    QUEUED,
+    REFUSED,
+    RETRYING,
+    Outbox,
+    retry_delay_s,
+)
 from appliance.store import DELIVERING, DONE, Database, Meeting
 from appliance.transcript import Gap, Segment
-from smtp_server import (PASSWORD, USER, Certificate, Handler, SmtpServer,  # noqa: F401
-                         certificate, serve, smtp)  # the fixtures are used by name
 
 A, B, C = "a@example.com", "b@example.com", "c@example.com"
 
@@ -47,13 +64,18 @@ class Box:
         self._databases: list[Database] = []
 
     def configure(self, port: int, **sections: dict[str, Any]) -> None:
-        smtp = {"host": "127.0.0.1", "port": port, "security": "none", "timeout_s": 5.0,
-                **sections.pop("smtp", {})}
-        self.config = config_module.parse({"storage": {"state_dir": str(self.tmp_path / "state")},
-                                           "smtp": smtp, **sections})
+        smtp = {
+            "host": "127.0.0.1",
+            "port": port,
+            "security": "none",
+            "timeout_s": 5.0,
+            **sections.pop("smtp", {}),
+        }
+        self.config = config_module.parse(
+            {"storage": {"state_dir": str(self.tmp_path / "state")}, "smtp": smtp, **sections}
+        )
 
-    def outbox(self, mailer: Any = None,
-               then: Callable[[int], None] | None = None) -> Outbox:
+    def outbox(self, mailer: Any = None, then: Callable[[int], None] | None = None) -> Outbox:
         db = Database(self.config.database)
         self._databases.append(db)
 
@@ -63,12 +85,18 @@ class Box:
             if then is not None:
                 then(meeting_id)
 
-        return Outbox(db, self.config, mailer=mailer,
-                      templates_override=self.tmp_path / "templates", on_settled=settled,
-                      clock=self.clock)
+        return Outbox(
+            db,
+            self.config,
+            mailer=mailer,
+            templates_override=self.tmp_path / "templates",
+            on_settled=settled,
+            clock=self.clock,
+        )
 
-    def meeting(self, outbox: Outbox, to: Sequence[str] = (A, B, C),
-                title: str = "Budget review") -> Meeting:
+    def meeting(
+        self, outbox: Outbox, to: Sequence[str] = (A, B, C), title: str = "Budget review"
+    ) -> Meeting:
         db = outbox.db
         meeting = db.create(title, "en", tuple(to), "microphone", self.clock.now - 1800)
         db.add_segments(meeting.id, [Segment(1.0, 4.0, "We <b>agree</b> & move on.")], 4.0)
@@ -94,8 +122,9 @@ def enqueue(outbox: Outbox, meeting: Meeting) -> int | None:
 
 
 def eml_path(outbox: Outbox, meeting_id: int) -> Path:
-    row = outbox.db.db.execute("SELECT path FROM outbox_messages WHERE meeting_id = ?",
-                               (meeting_id,)).fetchone()
+    row = outbox.db.db.execute(
+        "SELECT path FROM outbox_messages WHERE meeting_id = ?", (meeting_id,)
+    ).fetchone()
     return Path(row[0])
 
 
@@ -138,8 +167,14 @@ def test_plain_delivery_once_per_recipient_and_settles_once(box: Box, smtp: Smtp
     assert received_once(smtp, A, B, C)
     assert states(outbox, meeting.id) == {A: DELIVERED, B: DELIVERED, C: DELIVERED}
     assert box.settled == [meeting.id]
-    assert outbox.counts() == {QUEUED: 0, RETRYING: 0, DELIVERED: 3, FAILED: 0, REFUSED: 0,
-                               "no_recipients": 0}
+    assert outbox.counts() == {
+        QUEUED: 0,
+        RETRYING: 0,
+        DELIVERED: 3,
+        FAILED: 0,
+        REFUSED: 0,
+        "no_recipients": 0,
+    }
     assert outbox.problems() == []
 
 
@@ -200,12 +235,16 @@ def test_the_message_content_over_smtp(box: Box, smtp: SmtpServer) -> None:
     assert "We &lt;b&gt;agree&lt;/b&gt; &amp; move on." in html
     assert "Q3 &lt;plans&gt; Bcc: evil@x.com" in html and "<plans>" not in html
     assert [p.get_filename() for p in message.iter_attachments()] == [
-        "transcript.txt", "transcript.srt", "transcript.vtt"]
+        "transcript.txt",
+        "transcript.srt",
+        "transcript.vtt",
+    ]
 
 
 def _reply(address: str, reply: str) -> Callable[[SmtpServer], None]:
     def misbehave(server: SmtpServer) -> None:
         server.handler.rcpt_replies[address] = reply
+
     return misbehave
 
 
@@ -221,16 +260,20 @@ def _heal(server: SmtpServer) -> None:
         server.start()
 
 
-@pytest.mark.parametrize("misbehave, first_pass", [
-    (_reply(B, "451 4.2.0 greylisted"), {A: DELIVERED, B: RETRYING, C: DELIVERED}),
-    (_reply(B, "421 4.3.2 shutting down"), {A: RETRYING, B: RETRYING, C: RETRYING}),
-    (_set("drop_data", 1), {A: RETRYING, B: RETRYING, C: RETRYING}),
-    (_set("stall_data_s", 3.0), {A: RETRYING, B: RETRYING, C: RETRYING}),
-    (SmtpServer.stop, {A: RETRYING, B: RETRYING, C: RETRYING}),
-], ids=["451-one", "421", "dropped-after-data", "stalled-past-deadline", "down-then-back"])
+@pytest.mark.parametrize(
+    "misbehave, first_pass",
+    [
+        (_reply(B, "451 4.2.0 greylisted"), {A: DELIVERED, B: RETRYING, C: DELIVERED}),
+        (_reply(B, "421 4.3.2 shutting down"), {A: RETRYING, B: RETRYING, C: RETRYING}),
+        (_set("drop_data", 1), {A: RETRYING, B: RETRYING, C: RETRYING}),
+        (_set("stall_data_s", 3.0), {A: RETRYING, B: RETRYING, C: RETRYING}),
+        (SmtpServer.stop, {A: RETRYING, B: RETRYING, C: RETRYING}),
+    ],
+    ids=["451-one", "421", "dropped-after-data", "stalled-past-deadline", "down-then-back"],
+)
 def test_temporary_failures_retry_after_a_restart_and_deliver_once(
-        box: Box, smtp: SmtpServer, misbehave: Callable[[SmtpServer], None],
-        first_pass: dict[str, str]) -> None:
+    box: Box, smtp: SmtpServer, misbehave: Callable[[SmtpServer], None], first_pass: dict[str, str]
+) -> None:
     box.configure(smtp.port, smtp={"timeout_s": 1.0})
     outbox = box.outbox()
     meeting = box.meeting(outbox)
@@ -252,7 +295,8 @@ def test_temporary_failures_retry_after_a_restart_and_deliver_once(
 
 
 def test_a_permanent_failure_is_final_for_that_recipient_and_reported(
-        box: Box, smtp: SmtpServer) -> None:
+    box: Box, smtp: SmtpServer
+) -> None:
     box.configure(smtp.port)
     smtp.handler.rcpt_replies[B] = "550 5.1.1 no such user"
     outbox = box.outbox()
@@ -265,8 +309,7 @@ def test_a_permanent_failure_is_final_for_that_recipient_and_reported(
     assert received_once(smtp, A, C) and smtp.messages(B) == []
     assert box.settled == [meeting.id]
     assert outbox.counts()[FAILED] == 1
-    assert outbox.problems() == [
-        f"meeting {meeting.id}: {B} failed: 550 5.1.1 no such user"]
+    assert outbox.problems() == [f"meeting {meeting.id}: {B} failed: 550 5.1.1 no such user"]
 
 
 def test_retries_back_off_to_an_hour_then_give_up(box: Box, smtp: SmtpServer) -> None:
@@ -308,8 +351,9 @@ def test_a_clock_jump_alone_does_not_give_up(box: Box, smtp: SmtpServer) -> None
     assert states(outbox, meeting.id) == {A: DELIVERED} and received_once(smtp, A)
 
 
-@pytest.mark.parametrize("attempts, delay", [(1, 300), (2, 600), (3, 1200), (4, 2400), (5, 3600),
-                                             (9, 3600)])
+@pytest.mark.parametrize(
+    "attempts, delay", [(1, 300), (2, 600), (3, 1200), (4, 2400), (5, 3600), (9, 3600)]
+)
 def test_retry_delay(attempts: int, delay: float) -> None:
     assert retry_delay_s(attempts) == delay
 
@@ -327,7 +371,8 @@ def test_a_meeting_nobody_may_receive_is_kept_and_reported(box: Box, smtp: SmtpS
     assert (counts["no_recipients"], counts[REFUSED]) == (1, 1)
     assert outbox.problems() == [
         f"meeting {meeting.id}: no valid recipient, transcript kept (x@partner.example: "
-        "domain partner.example is not in delivery.allowed_domains)"]
+        "domain partner.example is not in delivery.allowed_domains)"
+    ]
     assert outbox.db.transcript(meeting.id).segments  # kept
 
 
@@ -349,7 +394,8 @@ def test_nobody_named_anywhere_is_reported(box: Box, smtp: SmtpServer) -> None:
     assert enqueue(outbox, meeting) is None
     assert outbox.problems() == [
         f"meeting {meeting.id}: no valid recipient, transcript kept (nobody named by start "
-        "--to, the calendar or room.default_participants)"]
+        "--to, the calendar or room.default_participants)"
+    ]
 
 
 class _PowerCut:
@@ -358,8 +404,9 @@ class _PowerCut:
     def __init__(self, mailer: Mailer) -> None:
         self.mailer = mailer
 
-    async def send(self, data: bytes, sender: str, recipients: Sequence[str],
-                   record: Record | None = None) -> dict[str, Outcome]:
+    async def send(
+        self, data: bytes, sender: str, recipients: Sequence[str], record: Record | None = None
+    ) -> dict[str, Outcome]:
         await self.mailer.send(data, sender, recipients, record)
         raise SystemExit("power cut")
 
@@ -415,14 +462,22 @@ def test_the_maildir_is_the_default_without_an_smtp_host(box: Box) -> None:
 
 
 def test_starttls_and_auth_with_a_password_fixed_between_attempts(
-        box: Box, certificate: Certificate) -> None:
+    box: Box, certificate: Certificate
+) -> None:
     handler = Handler()
     password = box.tmp_path / "password"
     password.write_text("wrong\n")
-    for server in serve(handler, tls_context=certificate.server_context(), require_starttls=True,
-                        authenticator=handler.authenticate, auth_required=True):
-        box.configure(server.port, smtp={"security": "starttls", "username": USER,
-                                         "password_file": str(password)})
+    for server in serve(
+        handler,
+        tls_context=certificate.server_context(),
+        require_starttls=True,
+        authenticator=handler.authenticate,
+        auth_required=True,
+    ):
+        box.configure(
+            server.port,
+            smtp={"security": "starttls", "username": USER, "password_file": str(password)},
+        )
 
         def outbox() -> Outbox:
             return box.outbox(Mailer(box.config.smtp, tls_context=certificate.client_context()))
@@ -439,8 +494,7 @@ def test_starttls_and_auth_with_a_password_fixed_between_attempts(
         assert received_once(server, A) and handler.tls_messages == 1
 
 
-def test_a_broken_override_template_still_sends_and_is_reported(
-        box: Box, smtp: SmtpServer) -> None:
+def test_a_broken_override_template_still_sends_and_is_reported(box: Box, smtp: SmtpServer) -> None:
     box.configure(smtp.port)
     templates = box.tmp_path / "templates"
     templates.mkdir()
@@ -450,8 +504,13 @@ def test_a_broken_override_template_still_sends_and_is_reported(
     enqueue(outbox, meeting)
     deliver(outbox)
     assert received_once(smtp, A)
-    html = email.message_from_bytes(smtp.messages(A)[0], policy=email.policy.default) \
-        .get_body(("html",)).get_content()
+    html = (
+        email.message_from_bytes(smtp.messages(A)[0], policy=email.policy.default)
+        .get_body(("html",))
+        .get_content()
+    )
     assert "Budget review" in html and "We &lt;b&gt;agree" in html  # the built-in
-    assert outbox.problems() == [f"meeting {meeting.id}: template {templates / 'body.html.j2'}:2: "
-                                 "'nope' is undefined (built-in used)"]
+    assert outbox.problems() == [
+        f"meeting {meeting.id}: template {templates / 'body.html.j2'}:2: "
+        "'nope' is undefined (built-in used)"
+    ]

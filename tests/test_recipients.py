@@ -7,15 +7,22 @@ import http.server
 import logging
 import socket
 import threading
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
 from appliance import config as config_module
 from appliance.config import Config
-from appliance.recipients import (FROM_CALENDAR, FROM_DEFAULTS, FROM_TO, Recipient,
-                                  address_problem, resolve)
+from appliance.delivery.recipients import (
+    FROM_CALENDAR,
+    FROM_DEFAULTS,
+    FROM_TO,
+    Recipient,
+    address_problem,
+    resolve,
+)
 from appliance.store import Meeting
 
 STOCKHOLM = "Europe/Stockholm"
@@ -55,23 +62,33 @@ END:VCALENDAR
 
 def at(day: int, hour: int, minute: int = 0) -> float:
     """A March 2026 Stockholm wall-clock time as unix seconds."""
-    when = datetime.datetime(2026, 3, day, hour, minute, tzinfo=datetime.timezone(
-        datetime.timedelta(hours=1)))
+    when = datetime.datetime(
+        2026, 3, day, hour, minute, tzinfo=datetime.timezone(datetime.timedelta(hours=1))
+    )
     return when.timestamp()
 
 
 def make_meeting(started_at: float, to: tuple[str, ...] = ()) -> Meeting:
-    return Meeting(3, "t", "en", "delivering", started_at, started_at + 60, to, "microphone",
-                   60.0, 60.0, "")
+    return Meeting(
+        3, "t", "en", "delivering", started_at, started_at + 60, to, "microphone", 60.0, 60.0, ""
+    )
 
 
-def make_config(calendar: str = "", defaults: tuple[str, ...] = ("desk@example.com",),
-                allowed: tuple[str, ...] = ()) -> Config:
-    return config_module.parse({
-        "room": {"calendar": calendar, "timezone": STOCKHOLM,
-                 "default_participants": list(defaults)},
-        "delivery": {"allowed_domains": list(allowed)},
-    })
+def make_config(
+    calendar: str = "",
+    defaults: tuple[str, ...] = ("desk@example.com",),
+    allowed: tuple[str, ...] = (),
+) -> Config:
+    return config_module.parse(
+        {
+            "room": {
+                "calendar": calendar,
+                "timezone": STOCKHOLM,
+                "default_participants": list(defaults),
+            },
+            "delivery": {"allowed_domains": list(allowed)},
+        }
+    )
 
 
 @pytest.fixture
@@ -132,8 +149,13 @@ def test_allowed_domains_refuse_others_exactly(ics: Path) -> None:
 
 
 def test_malformed_addresses_are_refused_with_a_reason() -> None:
-    to = ("good@example.com", "no-at-sign", "a@b@example.com", "GOOD@EXAMPLE.COM",
-          "=?utf-8?q?x?=@example.com")
+    to = (
+        "good@example.com",
+        "no-at-sign",
+        "a@b@example.com",
+        "GOOD@EXAMPLE.COM",
+        "=?utf-8?q?x?=@example.com",
+    )
     resolution = resolve(make_meeting(at(2, 10), to), make_config())
     assert addresses(resolution.accepted) == ["good@example.com"]
     assert [(r.address, r.refused) for r in resolution.refused] == [
@@ -148,23 +170,28 @@ def test_nobody_named_is_an_empty_resolution() -> None:
     assert resolution.source == "" and resolution.recipients == ()
 
 
-@pytest.mark.parametrize("address, problem", [
-    ("a@example.com", ""),
-    ("first.last+tag@sub.example.co", ""),
-    ("root@localhost", ""),
-    ("", "empty address"),
-    ("åsa@example.com", "non-ASCII addresses are not supported"),
-    ("@example.com", "not an email address (no user@domain)"),
-    ("a..b@example.com", "the part before @ has characters or dots an address may not have"),
-    ("a b@example.com", "the part before @ has characters or dots an address may not have"),
-    ("a@exa_mple.com", "the part after @ is not a host name"),
-    ("a@example.com.", "the part after @ is not a host name"),
-    ("a@-example.com", "the part after @ is not a host name"),
-    ("a@example.com\r\nBcc: e@x.com", "the part before @ has characters or dots an address "
-                                      "may not have"),
-    ("a@example.com\r\n", "the part after @ is not a host name"),
-    ("x" * 250 + "@example.com", "longer than 254 characters"),
-])
+@pytest.mark.parametrize(
+    "address, problem",
+    [
+        ("a@example.com", ""),
+        ("first.last+tag@sub.example.co", ""),
+        ("root@localhost", ""),
+        ("", "empty address"),
+        ("åsa@example.com", "non-ASCII addresses are not supported"),
+        ("@example.com", "not an email address (no user@domain)"),
+        ("a..b@example.com", "the part before @ has characters or dots an address may not have"),
+        ("a b@example.com", "the part before @ has characters or dots an address may not have"),
+        ("a@exa_mple.com", "the part after @ is not a host name"),
+        ("a@example.com.", "the part after @ is not a host name"),
+        ("a@-example.com", "the part after @ is not a host name"),
+        (
+            "a@example.com\r\nBcc: e@x.com",
+            "the part before @ has characters or dots an address may not have",
+        ),
+        ("a@example.com\r\n", "the part after @ is not a host name"),
+        ("x" * 250 + "@example.com", "longer than 254 characters"),
+    ],
+)
 def test_address_problem(address: str, problem: str) -> None:
     assert address_problem(address) == problem
 
@@ -206,9 +233,10 @@ def test_a_calendar_url_on_the_lan(calendar_url: str) -> None:
 
 
 def test_a_calendar_url_answering_an_error_falls_back_to_defaults(
-        calendar_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    calendar_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
     missing = calendar_url.replace("room.ics", "gone.ics")
-    with caplog.at_level(logging.WARNING, logger="appliance.recipients"):
+    with caplog.at_level(logging.WARNING, logger="appliance.delivery.recipients"):
         resolution = resolve(make_meeting(at(2, 10, 20)), make_config(missing))
     assert resolution.source == FROM_DEFAULTS
     assert f"calendar {missing}: cannot be read: HTTP Error 404" in caplog.text
@@ -220,14 +248,18 @@ def closed_port() -> int:
         return probe.getsockname()[1]
 
 
-@pytest.mark.parametrize("calendar, what", [
-    (f"http://127.0.0.1:{closed_port()}/room.ics", "cannot be read"),
-    ("/nonexistent/room.ics", "cannot be read"),
-    ("ftp://calendar.example/room.ics", "only a file path or an http(s) URL"),
-])
+@pytest.mark.parametrize(
+    "calendar, what",
+    [
+        (f"http://127.0.0.1:{closed_port()}/room.ics", "cannot be read"),
+        ("/nonexistent/room.ics", "cannot be read"),
+        ("ftp://calendar.example/room.ics", "only a file path or an http(s) URL"),
+    ],
+)
 def test_an_unreachable_calendar_falls_back_to_defaults_with_a_warning(
-        caplog: pytest.LogCaptureFixture, calendar: str, what: str) -> None:
-    with caplog.at_level(logging.WARNING, logger="appliance.recipients"):
+    caplog: pytest.LogCaptureFixture, calendar: str, what: str
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="appliance.delivery.recipients"):
         resolution = resolve(make_meeting(at(2, 10, 20)), make_config(calendar))
     assert resolution.source == FROM_DEFAULTS
     assert addresses(resolution.accepted) == ["desk@example.com"]
@@ -236,10 +268,11 @@ def test_an_unreachable_calendar_falls_back_to_defaults_with_a_warning(
 
 
 def test_a_malformed_calendar_falls_back_to_defaults_with_a_warning(
-        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     path = tmp_path / "broken.ics"
     path.write_text("BEGIN:VCALENDAR\nthis is not\niCalendar at all\n")
-    with caplog.at_level(logging.WARNING, logger="appliance.recipients"):
+    with caplog.at_level(logging.WARNING, logger="appliance.delivery.recipients"):
         resolution = resolve(make_meeting(at(2, 10, 20)), make_config(str(path)))
     assert resolution.source == FROM_DEFAULTS
     assert f"calendar {path}: cannot be read as iCalendar" in caplog.text

@@ -11,15 +11,22 @@ from pathlib import Path
 import pytest
 
 from appliance import config as config_module
+from appliance import paths
 from appliance.config import Config
-from appliance.recipients import Recipient
-from appliance.render import (BUILTIN_DIR, TEMPLATE_NAMES, Renderer, check_templates, context,
-                              header_text, make_message_id)
+from appliance.delivery.recipients import Recipient
+from appliance.delivery.render import (
+    TEMPLATE_NAMES,
+    Renderer,
+    check_templates,
+    context,
+    header_text,
+    make_message_id,
+)
 from appliance.store import Meeting
 from appliance.transcript import Gap, Segment, Transcript, render
 
 # 2026-03-02 09:00:00 UTC, a Monday
-STARTED = datetime.datetime(2026, 3, 2, 9, 0, tzinfo=datetime.timezone.utc).timestamp()
+STARTED = datetime.datetime(2026, 3, 2, 9, 0, tzinfo=datetime.UTC).timestamp()
 PEOPLE = [Recipient("ann@example.com", "Ann Andersson"), Recipient("bo@example.com")]
 
 
@@ -28,21 +35,40 @@ def make_config(**room: object) -> Config:
 
 
 def make_meeting(title: str = "Budget review", stopped_after_s: float = 3900.0) -> Meeting:
-    return Meeting(7, title, "en", "delivering", STARTED, STARTED + stopped_after_s, (),
-                   "microphone", stopped_after_s, stopped_after_s, "")
+    return Meeting(
+        7,
+        title,
+        "en",
+        "delivering",
+        STARTED,
+        STARTED + stopped_after_s,
+        (),
+        "microphone",
+        stopped_after_s,
+        stopped_after_s,
+        "",
+    )
 
 
 TRANSCRIPT = Transcript(
     (Segment(2.0, 5.5, "Welcome, everyone."), Segment(700.0, 704.0, "We <b>lost</b> a & b.")),
-    "en", 3900.0, (Gap(600.0, 690.0, "microphone lost"),))
+    "en",
+    3900.0,
+    (Gap(600.0, 690.0, "microphone lost"),),
+)
 
 
-def rendered(config: Config | None = None, meeting: Meeting | None = None,
-             override: Path = Path("/nonexistent"), transcript: Transcript = TRANSCRIPT,
-             people: list[Recipient] = PEOPLE) -> tuple[EmailMessage, tuple[str, ...]]:
+def rendered(
+    config: Config | None = None,
+    meeting: Meeting | None = None,
+    override: Path = Path("/nonexistent"),
+    transcript: Transcript = TRANSCRIPT,
+    people: list[Recipient] = PEOPLE,
+) -> tuple[EmailMessage, tuple[str, ...]]:
     renderer = Renderer(config or make_config(timezone="Europe/Stockholm"), override)
-    result = renderer.render(meeting or make_meeting(), transcript, people,
-                             "<fixed.meeting-7@localhost>", STARTED + 4000)
+    result = renderer.render(
+        meeting or make_meeting(), transcript, people, "<fixed.meeting-7@localhost>", STARTED + 4000
+    )
     assert b"\r\n" in result.data and b"\n" not in result.data.replace(b"\r\n", b"")
     return email.message_from_bytes(result.data, policy=email.policy.default), result.problems
 
@@ -92,19 +118,31 @@ def test_html_escapes_titles_names_and_transcript_text() -> None:
     assert "&lt;i&gt;Ann&lt;/i&gt;" in html and "<i>" not in html
 
 
-@pytest.mark.parametrize("title", [
-    "x\r\nBcc: evil@x.com",
-    "x\nBcc: evil@x.com",
-    "x\u2028Bcc: evil@x.com",
-    "=?utf-8?q?x=0D=0ABcc:_evil@x.com?=",
-    "ok =?utf-8?b?eA0KQmNjOiBldmlsQHguY29t?= ok",
-])
+@pytest.mark.parametrize(
+    "title",
+    [
+        "x\r\nBcc: evil@x.com",
+        "x\nBcc: evil@x.com",
+        "x\u2028Bcc: evil@x.com",
+        "=?utf-8?q?x=0D=0ABcc:_evil@x.com?=",
+        "ok =?utf-8?b?eA0KQmNjOiBldmlsQHguY29t?= ok",
+    ],
+)
 def test_titles_and_names_cannot_add_headers(title: str) -> None:
     people = [Recipient("ann@example.com", title), Recipient("bo@example.com")]
     message, _ = rendered(meeting=make_meeting(title), people=people)
     assert sorted(message.keys()) == sorted(
-        ["Subject", "From", "To", "Date", "Message-ID", "Auto-Submitted", "MIME-Version",
-         "Content-Type"])
+        [
+            "Subject",
+            "From",
+            "To",
+            "Date",
+            "Message-ID",
+            "Auto-Submitted",
+            "MIME-Version",
+            "Content-Type",
+        ]
+    )
     assert [a.addr_spec for a in message["To"].addresses] == ["ann@example.com", "bo@example.com"]
     subject = message["Subject"]
     assert "\n" not in subject and "\r" not in subject
@@ -112,12 +150,15 @@ def test_titles_and_names_cannot_add_headers(title: str) -> None:
     assert header_text(title).replace("\u200b", "") in subject.replace("\u200b", "")
 
 
-@pytest.mark.parametrize("value, expected", [
-    ("plain", "plain"),
-    ("  two\r\n lines\t", "two lines"),
-    ("nul\x00and\x1fbell", "nul and bell"),
-    ("=?utf-8?q?x?=", "=\u200b?utf-8?q?x?="),
-])
+@pytest.mark.parametrize(
+    "value, expected",
+    [
+        ("plain", "plain"),
+        ("  two\r\n lines\t", "two lines"),
+        ("nul\x00and\x1fbell", "nul and bell"),
+        ("=?utf-8?q?x?=", "=\u200b?utf-8?q?x?="),
+    ],
+)
 def test_header_text(value: str, expected: str) -> None:
     assert header_text(value) == expected
 
@@ -131,10 +172,18 @@ def test_time_zone_is_the_rooms_and_system_local_when_empty() -> None:
     assert local["start_time"] == f"{expected:%H:%M}"
 
 
-@pytest.mark.parametrize("seconds, shown", [
-    (0.0, "0 min"), (29.0, "0 min"), (31.0, "1 min"), (3540.0, "59 min"), (3600.0, "1 h 00 min"),
-    (3900.0, "1 h 05 min"), (36000.0, "10 h 00 min"),
-])
+@pytest.mark.parametrize(
+    "seconds, shown",
+    [
+        (0.0, "0 min"),
+        (29.0, "0 min"),
+        (31.0, "1 min"),
+        (3540.0, "59 min"),
+        (3600.0, "1 h 00 min"),
+        (3900.0, "1 h 05 min"),
+        (36000.0, "10 h 00 min"),
+    ],
+)
 def test_duration(seconds: float, shown: str) -> None:
     values = context(make_config(), make_meeting(stopped_after_s=seconds), TRANSCRIPT, PEOPLE)
     assert values["duration"] == shown
@@ -161,16 +210,28 @@ def test_a_working_override_replaces_the_builtin(tmp_path: Path) -> None:
     assert "Welcome, everyone." in bodies(message)[0]  # the built-in text body
 
 
-@pytest.mark.parametrize("name, source, line, what", [
-    ("body.html.j2", "<p>{{ title }}</p>\n{% for x in lines %}\n<p>{{ x.text }\n", 3,
-     "unexpected '}'"),
-    ("body.txt.j2", "{{ title }}\n\n{{ no_such_thing }}\n", 3, "'no_such_thing' is undefined"),
-    ("subject.txt.j2", "{{ title }}\n{{ lines[0].missing }}\n", 2, "has no attribute 'missing'"),
-    ("body.txt.j2", "{{ title }}\n{{ 1 // 0 }}\n", 2, "division"),
-])
+@pytest.mark.parametrize(
+    "name, source, line, what",
+    [
+        (
+            "body.html.j2",
+            "<p>{{ title }}</p>\n{% for x in lines %}\n<p>{{ x.text }\n",
+            3,
+            "unexpected '}'",
+        ),
+        ("body.txt.j2", "{{ title }}\n\n{{ no_such_thing }}\n", 3, "'no_such_thing' is undefined"),
+        (
+            "subject.txt.j2",
+            "{{ title }}\n{{ lines[0].missing }}\n",
+            2,
+            "has no attribute 'missing'",
+        ),
+        ("body.txt.j2", "{{ title }}\n{{ 1 // 0 }}\n", 2, "division"),
+    ],
+)
 def test_a_broken_override_falls_back_to_builtin_and_names_file_and_line(
-        tmp_path: Path, caplog: pytest.LogCaptureFixture, name: str, source: str, line: int,
-        what: str) -> None:
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, name: str, source: str, line: int, what: str
+) -> None:
     (tmp_path / name).write_text(source)
     message, problems = rendered(override=tmp_path)
     assert len(problems) == 1
@@ -202,5 +263,5 @@ def test_check_templates_finds_errors_only_an_empty_meeting_reaches(tmp_path: Pa
 
 
 def test_check_templates_passes_builtins_and_a_missing_folder(tmp_path: Path) -> None:
-    assert check_templates(BUILTIN_DIR) == []
+    assert check_templates(paths.builtin_templates()) == []
     assert check_templates(tmp_path / "missing") == []

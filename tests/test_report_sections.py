@@ -1,6 +1,6 @@
 """docs/benchmarks.md: each benchmark command rewrites its own sections and keeps the others."""
 
-from appliance import report_sections
+from benchmarks import report_sections
 
 PAGE = "# Benchmarks\n\nintro\n\n## Machine\n\nx86\n\n## Parallel workers\n\nold table\n\n## Daemon\n\nold daemon\n"
 

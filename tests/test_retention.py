@@ -5,16 +5,16 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
 from appliance import config as config_module
 from appliance.config import Config
-from appliance.mail import TEMPORARY, Outcome, Record
-from appliance.outbox import Outbox
-from appliance.retention import purge
+from appliance.delivery.mail import TEMPORARY, Outcome, Record
+from appliance.delivery.outbox import Outbox
+from appliance.delivery.retention import purge
 from appliance.store import DELIVERING, DONE, Database, Meeting
 from appliance.transcript import Gap, Segment
 
@@ -25,8 +25,9 @@ A = "a@example.com"
 class Down:
     """A mail server that never answers: recipients stay retrying."""
 
-    async def send(self, data: bytes, sender: str, recipients: list[str],
-                   record: Record | None = None) -> dict[str, Outcome]:
+    async def send(
+        self, data: bytes, sender: str, recipients: list[str], record: Record | None = None
+    ) -> dict[str, Outcome]:
         return {r: Outcome(TEMPORARY, "421 down") for r in recipients}
 
 
@@ -35,15 +36,21 @@ class Room:
 
     def __init__(self, tmp_path: Path, **storage: float) -> None:
         self.config: Config = config_module.parse(
-            {"storage": {"state_dir": str(tmp_path / "state"), **storage}})
+            {"storage": {"state_dir": str(tmp_path / "state"), **storage}}
+        )
         self.db = Database(self.config.database)
         self.now = time.time()
         self.outbox = self.make_outbox()
 
     def make_outbox(self, mailer: object = None) -> Outbox:
-        return Outbox(self.db, self.config, mailer=mailer, templates_override=Path("/nonexistent"),
-                      on_settled=lambda meeting_id: self.db.set_state(meeting_id, DONE),
-                      clock=lambda: self.now)
+        return Outbox(
+            self.db,
+            self.config,
+            mailer=mailer,
+            templates_override=Path("/nonexistent"),
+            on_settled=lambda meeting_id: self.db.set_state(meeting_id, DONE),
+            clock=lambda: self.now,
+        )
 
     def meeting(self, to: tuple[str, ...] = (A,), state: str = DELIVERING) -> Meeting:
         meeting = self.db.create("Budget", "en", to, "microphone", self.now - 3600)
@@ -64,8 +71,9 @@ class Room:
         asyncio.run(outbox.deliver_due())
 
     def eml(self, meeting_id: int) -> Path:
-        row = self.db.db.execute("SELECT path FROM outbox_messages WHERE meeting_id = ?",
-                                 (meeting_id,)).fetchone()
+        row = self.db.db.execute(
+            "SELECT path FROM outbox_messages WHERE meeting_id = ?", (meeting_id,)
+        ).fetchone()
         return Path(row[0])
 
     def purge(self, after_s: float) -> object:

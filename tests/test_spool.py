@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from appliance import spool
-from appliance.audio import SAMPLE_RATE, float_to_pcm16, pcm16_to_float
 from appliance.errors import ApplianceError, AudioError
-from appliance.spool import Spool, SpoolError, SpoolMissingError
+from appliance.recording import spool
+from appliance.recording.audio import SAMPLE_RATE, float_to_pcm16, pcm16_to_float
+from appliance.recording.spool import Spool, SpoolError, SpoolMissingError
 
 
 def _ramp(seconds: float, first: int = 0) -> bytes:
@@ -26,7 +26,7 @@ def test_spans_read_back_exactly(tmp_path):
     pcm = _ramp(2.0)
     with Spool.create(path) as writer:
         for start in range(0, len(pcm), 3200):  # 100 ms chunks, as the microphone delivers
-            writer.append(pcm[start:start + 3200])
+            writer.append(pcm[start : start + 3200])
         assert writer.duration_s == pytest.approx(2.0)
     everything = pcm16_to_float(pcm)
     assert spool.duration_s(path) == pytest.approx(2.0)
@@ -35,12 +35,15 @@ def test_spans_read_back_exactly(tmp_path):
     assert np.array_equal(spool.read(path, 1.5), everything[24000:])
 
 
-@pytest.mark.parametrize("start_s, end_s, first, last", [
-    (-1.0, None, 0, 32000),   # before the start: from the start
-    (1.9, 5.0, 30400, 32000),  # past the end: to the end
-    (3.0, 4.0, 32000, 32000),  # wholly past the end: nothing
-    (1.0, 0.5, 16000, 16000),  # end before start: nothing
-])
+@pytest.mark.parametrize(
+    "start_s, end_s, first, last",
+    [
+        (-1.0, None, 0, 32000),  # before the start: from the start
+        (1.9, 5.0, 30400, 32000),  # past the end: to the end
+        (3.0, 4.0, 32000, 32000),  # wholly past the end: nothing
+        (1.0, 0.5, 16000, 16000),  # end before start: nothing
+    ],
+)
 def test_spans_are_clamped_to_the_file(tmp_path, start_s, end_s, first, last):
     path = tmp_path / "1.pcm"
     pcm = _ramp(2.0)
@@ -113,11 +116,14 @@ def test_odd_length_chunks_are_refused(tmp_path):
     assert path.stat().st_size == 20
 
 
-@pytest.mark.parametrize("call", [
-    lambda path: Spool.resume(path),
-    lambda path: spool.duration_s(path),
-    lambda path: spool.read(path, 1.0, 2.0),
-])
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda path: Spool.resume(path),
+        lambda path: spool.duration_s(path),
+        lambda path: spool.read(path, 1.0, 2.0),
+    ],
+)
 def test_a_missing_spool_is_a_file_not_found_naming_it(tmp_path, call):
     path = tmp_path / "missing.pcm"
     with pytest.raises(SpoolMissingError, match=str(path)) as caught:
@@ -127,9 +133,11 @@ def test_a_missing_spool_is_a_file_not_found_naming_it(tmp_path, call):
 
 def test_a_full_disk_is_an_os_error_naming_the_file():
     # /dev/full: every write fails with ENOSPC, a real full disk without filling one.
-    with Spool.resume(Path("/dev/full")) as writer:
-        with pytest.raises(SpoolError, match="/dev/full: .*No space left") as caught:
-            writer.append(_ramp(0.1))
+    with (
+        Spool.resume(Path("/dev/full")) as writer,
+        pytest.raises(SpoolError, match=r"/dev/full: .*No space left") as caught,
+    ):
+        writer.append(_ramp(0.1))
     assert isinstance(caught.value, OSError)
 
 

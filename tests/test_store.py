@@ -7,8 +7,7 @@ import stat
 
 import pytest
 
-from appliance.store import (
-    DELIVERING, DONE, FINISHING, RECORDING, UNFINISHED, Database, StoreError)
+from appliance.store import DELIVERING, DONE, FINISHING, RECORDING, UNFINISHED, Database, StoreError
 from appliance.transcript import Gap, Segment
 
 
@@ -84,10 +83,9 @@ def test_forget_and_delete(db):
 
 def test_transaction_rolls_back(db):
     meeting = db.create("t", "en", (), "microphone")
-    with pytest.raises(RuntimeError):
-        with db.tx():
-            db.db.execute("UPDATE meetings SET title = 'changed' WHERE id = ?", (meeting.id,))
-            raise RuntimeError
+    with pytest.raises(RuntimeError), db.tx():
+        db.db.execute("UPDATE meetings SET title = 'changed' WHERE id = ?", (meeting.id,))
+        raise RuntimeError
     assert db.meeting(meeting.id).title == "t"
 
 

@@ -12,14 +12,20 @@ import pytest
 from faster_whisper import WhisperModel
 
 from appliance import cli
-from appliance.audio import SAMPLE_RATE, load
+from appliance.engine.transcriber import (
+    SEPARATOR_S,
+    DecodeOptions,
+    Transcriber,
+    collapse_repeats,
+    pack,
+)
+from appliance.engine.windows import WINDOW_S
+from appliance.engine.workers import TranscriberPool
 from appliance.errors import CorruptModelError, UsageError
 from appliance.evaluate import Clip, normalize, read_manifest
 from appliance.models import catalog, install, store
-from appliance.transcribe import DecodeOptions, SEPARATOR_S, Transcriber, collapse_repeats, pack
-from appliance.window import WINDOW_S
-from appliance.workers import TranscriberPool
-from appliance.vad import Segmenter, SpeechSegment
+from appliance.recording.audio import SAMPLE_RATE, load
+from appliance.recording.segmenter import Segmenter, SpeechSegment
 
 DATA = Path(__file__).parent / "data"
 JFK = DATA / "speech" / "jfk" / "jfk.flac"
@@ -131,7 +137,8 @@ def _per_clip(transcriber: Transcriber, clips: list[Clip]) -> dict[Path, str]:
     """Each clip decoded on its own in one 30 s window (model equivalence, no VAD)."""
     return {
         c.audio: normalize(
-            " ".join(s.text for s in transcriber.transcribe_window(_padded(load(c.audio)))), "en")
+            " ".join(s.text for s in transcriber.transcribe_window(_padded(load(c.audio)))), "en"
+        )
         for c in clips
     }
 
@@ -146,14 +153,20 @@ def per_clip(tiny_en_installed, english_clips) -> dict[str, dict[Path, str]]:
                 results[quant] = _per_clip(transcriber, english_clips)
     # The peer on the very same CTranslate2 weights: greedy, no previous-text conditioning.
     peer = WhisperModel(
-        str(catalog.CATALOG["tiny.en"].vocabulary.path()), device="cpu", compute_type="float32", cpu_threads=2
+        str(catalog.CATALOG["tiny.en"].vocabulary.path()),
+        device="cpu",
+        compute_type="float32",
+        cpu_threads=2,
     )
     results["faster-whisper"] = {
         c.audio: normalize(
             " ".join(
                 s.text
                 for s in peer.transcribe(
-                    load(c.audio), beam_size=1, temperature=0.0, language="en",
+                    load(c.audio),
+                    beam_size=1,
+                    temperature=0.0,
+                    language="en",
                     condition_on_previous_text=False,
                 )[0]
             ),
@@ -196,7 +209,9 @@ def meeting(tiny_en_installed):
 
 
 def test_meeting_loses_nothing_against_clip_by_clip(meeting, per_clip, english_clips) -> None:
-    lines = [line for line in (DATA / "meetings" / "dev-meeting-01.txt").read_text().splitlines() if line]
+    lines = [
+        line for line in (DATA / "meetings" / "dev-meeting-01.txt").read_text().splitlines() if line
+    ]
     by_text = {normalize(c.text, "en"): c for c in english_clips}
     # The meeting is the dev clips joined; the AMI clip's two reference lines are one clip.
     reference = normalize(" ".join(lines), "en")
@@ -214,7 +229,9 @@ def test_meeting_invents_nothing_in_the_silence(meeting) -> None:
     samples = load(MEETING)
     quiet = samples[int(SILENCE_S[0] * SAMPLE_RATE) : int(SILENCE_S[1] * SAMPLE_RATE)]
     assert 20 * np.log10(np.sqrt(np.mean(quiet**2)) + 1e-12) < -45  # it really is silent
-    inside = [s for s in meeting.segments if SILENCE_S[0] < (s.start_s + s.end_s) / 2 < SILENCE_S[1]]
+    inside = [
+        s for s in meeting.segments if SILENCE_S[0] < (s.start_s + s.end_s) / 2 < SILENCE_S[1]
+    ]
     assert inside == []
     assert meeting.duration_s == pytest.approx(samples.size / SAMPLE_RATE)
 
@@ -225,7 +242,9 @@ def test_meeting_has_no_repetition_loops(meeting) -> None:
     words = normalize(meeting.text, "en").split()
     for n in range(1, 6):
         grams = [tuple(words[i : i + n]) for i in range(len(words) - n + 1)]
-        runs = [i for i in range(len(grams) - 3 * n) if len({grams[i + k * n] for k in range(4)}) == 1]
+        runs = [
+            i for i in range(len(grams) - 3 * n) if len({grams[i + k * n] for k in range(4)}) == 1
+        ]
         assert runs == [], f"{' '.join(grams[runs[0]])!r} four times in a row"
 
 
@@ -254,7 +273,8 @@ def test_a_damaged_model_never_reaches_whisper_cpp(tiny_en_installed, tmp_path: 
 
 @pytest.mark.parametrize("workers", [0, 2])  # 0: Transcriber; 2: a pool on shared weights
 def test_a_model_whisper_cpp_refuses_is_an_error_not_a_crash(
-        tiny_en_installed, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, workers: int) -> None:
+    tiny_en_installed, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, workers: int
+) -> None:
     model = tiny_en_installed[catalog.DEFAULT_QUANT]
     cut = tmp_path / model.name
     cut.write_bytes(model.read_bytes()[: model.stat().st_size // 2])
@@ -282,7 +302,9 @@ def test_transcribe_command_does_the_rest_of_a_batch(tiny_en_installed, tmp_path
     folder = tiny_en_installed["f16"].parent
     text_file = tmp_path / "notes.wav"
     text_file.write_text("not audio at all")
-    code = cli.main(["transcribe", "--dir", str(folder), str(text_file), str(JFK), str(tmp_path / "gone.flac")])
+    code = cli.main(
+        ["transcribe", "--dir", str(folder), str(text_file), str(JFK), str(tmp_path / "gone.flac")]
+    )
     out, err = capsys.readouterr()
     assert code == 1
     assert "ask not what your country can do for you" in out
@@ -292,11 +314,17 @@ def test_transcribe_command_does_the_rest_of_a_batch(tiny_en_installed, tmp_path
     assert errors[1].startswith(f"appliance: error: {tmp_path / 'gone.flac'}")
 
 
-@pytest.mark.parametrize(("fmt", "first_line"), [("srt", "1"), ("vtt", "WEBVTT"), ("txt", "And so")])
-def test_transcribe_command_writes_one_file_per_input(tiny_en_installed, tmp_path, capsys, fmt, first_line) -> None:
+@pytest.mark.parametrize(
+    ("fmt", "first_line"), [("srt", "1"), ("vtt", "WEBVTT"), ("txt", "And so")]
+)
+def test_transcribe_command_writes_one_file_per_input(
+    tiny_en_installed, tmp_path, capsys, fmt, first_line
+) -> None:
     folder = tiny_en_installed["f16"].parent
     out_dir = tmp_path / "out"
-    code = cli.main(["transcribe", "--dir", str(folder), "--format", fmt, "--output", str(out_dir), str(JFK)])
+    code = cli.main(
+        ["transcribe", "--dir", str(folder), "--format", fmt, "--output", str(out_dir), str(JFK)]
+    )
     stdout, _ = capsys.readouterr()
     assert code == 0 and stdout == ""
     written = (out_dir / f"jfk.{fmt}").read_text()
@@ -316,7 +344,17 @@ def test_transcribe_command_names_a_missing_model(tmp_path, capsys) -> None:
 def test_eval_command_reports_per_set_and_corpus(tiny_en_installed, capsys) -> None:
     folder = tiny_en_installed["f16"].parent
     manifest = DATA / "speech" / "manifest.jsonl"
-    code = cli.main(["eval", str(manifest), "--dir", str(folder), "--sets", "jfk,librispeech_fixtures", "--json"])
+    code = cli.main(
+        [
+            "eval",
+            str(manifest),
+            "--dir",
+            str(folder),
+            "--sets",
+            "jfk,librispeech_fixtures",
+            "--json",
+        ]
+    )
     report = json.loads(capsys.readouterr().out)
     assert code == 0
     rows = {row["dataset"]: row for row in report["sets"]}

@@ -6,15 +6,20 @@ import tracemalloc
 from itertools import pairwise
 from pathlib import Path
 
+import noise
 import numpy as np
 import pytest
 import soundfile
 
-from appliance.audio import SAMPLE_RATE, float_to_pcm16, load
 from appliance.errors import AudioError, UsageError
-from appliance.vad import FRAME_S, SpeechDetector, SpeechSegment, Segmenter, default_model
-
-import noise
+from appliance.recording.audio import SAMPLE_RATE, float_to_pcm16, load
+from appliance.recording.segmenter import (
+    FRAME_S,
+    Segmenter,
+    SpeechDetector,
+    SpeechSegment,
+    default_model,
+)
 
 DATA = Path(__file__).parent / "data"
 JFK = DATA / "speech" / "jfk" / "jfk.flac"

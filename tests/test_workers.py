@@ -9,13 +9,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from appliance import cli, workers
-from appliance.audio import SAMPLE_RATE, load
+from appliance import cli
+from appliance.engine import workers
+from appliance.engine.transcriber import DecodeOptions, Transcriber, _whisper, pack
+from appliance.engine.workers import Decoded, TranscriberPool
 from appliance.evaluate import read_manifest
 from appliance.models import catalog
-from appliance.transcribe import DecodeOptions, Transcriber, _whisper, pack
-from appliance.vad import Segmenter
-from appliance.workers import Decoded, TranscriberPool
+from appliance.recording.audio import SAMPLE_RATE, load
+from appliance.recording.segmenter import Segmenter
 
 DATA = Path(__file__).parent / "data"
 MEETING = DATA / "meetings" / "dev-meeting-01.flac"
@@ -75,8 +76,10 @@ def test_the_ctypes_view_matches_the_bundled_libwhisper() -> None:
 @pytest.mark.parametrize(
     ("fields", "message"),
     [
-        (_swapped(workers._FullParams._fields_, "logprob_thold", "no_speech_thold"),
-         "not where whisper.h"),
+        (
+            _swapped(workers._FullParams._fields_, "logprob_thold", "no_speech_thold"),
+            "not where whisper.h",
+        ),
         (workers._FullParams._fields_[:-1], "bytes allocated"),  # vad_params missing
     ],
 )
@@ -122,8 +125,9 @@ def test_clips_side_by_side_equal_one_transcriber(pool, clips, reference) -> Non
     assert {d.worker for d in pool.decoded} == {0, 1}  # both states decoded
 
 
-def test_meeting_windows_spread_over_workers_equal_one_transcriber(pool, meeting_speech,
-                                                                   reference) -> None:
+def test_meeting_windows_spread_over_workers_equal_one_transcriber(
+    pool, meeting_speech, reference
+) -> None:
     pool.decoded.clear()
     done = []
     result = pool.transcribe(meeting_speech, progress=lambda d, t: done.append((d, t)))
@@ -141,8 +145,9 @@ def test_a_file_of_one_window_gets_every_workers_thread(pool, clips, meeting_spe
     assert len(pool.decoded) >= 3 and {d.threads for d in pool.decoded} == {1}
 
 
-def test_a_window_decodes_the_same_whatever_was_decoded_before(model, clips,
-                                                               meeting_speech) -> None:
+def test_a_window_decodes_the_same_whatever_was_decoded_before(
+    model, clips, meeting_speech
+) -> None:
     # A state keeps the encoder's output of earlier windows; with flash attention whisper.cpp
     # reads it padded to 1536 positions, unmasked: windows of every length in turn, long and short.
     windows = [w.samples for w in pack(meeting_speech)] + clips
@@ -164,12 +169,25 @@ def test_separate_models_equal_one_transcriber(model, clips, reference) -> None:
 
 def test_command_with_workers_prints_what_one_worker_prints(model, tmp_path, capsys) -> None:
     # Files of one window each: three workers give it their three threads.
-    files = [str(DATA / "speech" / "jfk" / "jfk.flac"), str(tmp_path / "gone.flac"),
-             str(sorted((DATA / "speech" / "librispeech_fixtures").glob("*.flac"))[0])]
+    files = [
+        str(DATA / "speech" / "jfk" / "jfk.flac"),
+        str(tmp_path / "gone.flac"),
+        str(sorted((DATA / "speech" / "librispeech_fixtures").glob("*.flac"))[0]),
+    ]
     outputs = []
     for workers_n, threads_n in (("1", "3"), ("3", "1")):
-        code = cli.main(["transcribe", "--model", str(model), "--threads", threads_n,
-                         "--workers", workers_n, *files])
+        code = cli.main(
+            [
+                "transcribe",
+                "--model",
+                str(model),
+                "--threads",
+                threads_n,
+                "--workers",
+                workers_n,
+                *files,
+            ]
+        )
         outputs.append((code, *capsys.readouterr()))
     assert outputs[0] == outputs[1]
     code, out, err = outputs[0]

@@ -7,8 +7,8 @@ import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import SourceMissingError, UsageError
-from .ggml import QUANTS, Quant
+from appliance.errors import SourceMissingError, UsageError
+from appliance.models.ggml import QUANTS, Quant
 
 # The official ggml files and their sha256 as the hub's API lists them at revision 5359861c.
 # The default model and quant: see README "Choosing a model" for the measurements behind them.

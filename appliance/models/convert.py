@@ -6,9 +6,9 @@ from typing import Iterator
 
 import numpy as np
 
-from ..errors import CorruptModelError
-from .ctranslate2 import Ct2Whisper
-from .ggml import Hparams, Quant, header_ftype
+from appliance.errors import CorruptModelError
+from appliance.models.ctranslate2 import Ct2Whisper
+from appliance.models.ggml import Hparams, Quant, header_ftype
 
 _END_OF_TEXT = "<|endoftext|>"
 

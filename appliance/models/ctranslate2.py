@@ -10,7 +10,7 @@ from typing import BinaryIO, Sequence
 
 import numpy as np
 
-from ..errors import CorruptModelError, SourceMissingError
+from appliance.errors import CorruptModelError, SourceMissingError
 
 # Order of CTranslate2's DataType enum (include/ctranslate2/types.h).
 _DTYPES = ("float32", "int8", "int16", "int32", "float16", "bfloat16")

@@ -9,7 +9,7 @@ from typing import BinaryIO, Callable, Iterator
 
 import numpy as np
 
-from ..errors import CorruptModelError
+from appliance.errors import CorruptModelError
 
 MAGIC = 0x67676D6C  # "ggml"
 # whisper.cpp stores a quantized file's ftype as QNT_VERSION * 1000 + ftype.

@@ -15,8 +15,14 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from ..errors import CorruptModelError, SourceMissingError, UsageError
-from . import catalog, convert, ctranslate2, ggml, mel, quantize, store
+from appliance.errors import CorruptModelError, SourceMissingError, UsageError
+from appliance.models import catalog
+from appliance.models import convert
+from appliance.models import ctranslate2
+from appliance.models import ggml
+from appliance.models import mel
+from appliance.models import quantize
+from appliance.models import store
 
 Progress = Callable[[str, int, int], None]
 _DOWNLOAD_CHUNK = 1 << 20

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import SourceMissingError
-from .ggml import F16, F32, Quant
+from appliance.errors import SourceMissingError
+from appliance.models.ggml import F16, F32, Quant
 
 
 def _candidates() -> list[Path]:

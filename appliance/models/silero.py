@@ -8,8 +8,8 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from ..errors import CorruptModelError, SourceMissingError
-from . import store
+from appliance.errors import CorruptModelError, SourceMissingError
+from appliance.models import store
 
 NAME = "silero-vad"
 PACKAGE = "silero-vad==6.2.3"

@@ -13,24 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Iterator
 
-from ..errors import ApplianceError, CorruptModelError, ModelWriteError, SourceMissingError
-from .ggml import ModelFile, read_model
+from appliance.errors import ApplianceError, CorruptModelError, ModelWriteError, SourceMissingError
+from appliance.models.ggml import ModelFile, read_model
 
-INSTALLED_DIR = Path("/var/lib/meeting-appliance/models")
-_CHECKOUT = Path(__file__).resolve().parents[2]
 _HASH_CHUNK = 1 << 20
-
-
-def default_dir() -> Path:
-    """./models in a source checkout, the system folder once installed."""
-    if (_CHECKOUT / "pyproject.toml").is_file() and (_CHECKOUT / "models").is_dir():
-        return _CHECKOUT / "models"
-    return INSTALLED_DIR
-
-
-def configured_dir(models_dir: str) -> Path:
-    """The folder `[transcriber] models_dir` names, or the default when it is empty."""
-    return Path(models_dir) if models_dir else default_dir()
 
 
 def model_path(directory: Path, name: str, quant: str) -> Path:

@@ -8,15 +8,21 @@ import logging
 import shutil
 import subprocess
 import time
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import AsyncIterator, Iterator
 
 import numpy as np
 import soundfile
 
-from .audio import SAMPLE_RATE, Resampler, check_readable, float_to_pcm16, to_mono
-from .errors import AudioError
-from .transcript import Gap
+from appliance.errors import AudioError
+from appliance.recording.audio import (
+    SAMPLE_RATE,
+    Resampler,
+    check_readable,
+    float_to_pcm16,
+    to_mono,
+)
+from appliance.transcript import Gap
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -50,11 +56,31 @@ class FileSource:
         """Refuse now, not mid-meeting, what ffmpeg cannot decode either (decodes 0.1 s)."""
         ffmpeg = shutil.which("ffmpeg")
         if ffmpeg is None:
-            raise AudioError(f"{self.path}: not audio, or a format libsndfile cannot read "
-                             "(and ffmpeg is not installed)")
-        probe = subprocess.run([ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error", "-i",
-                                str(self.path), "-map", "0:a:0", "-t", "0.1", "-f", "null", "-"],
-                               stdin=subprocess.DEVNULL, capture_output=True, timeout=60)
+            raise AudioError(
+                f"{self.path}: not audio, or a format libsndfile cannot read "
+                "(and ffmpeg is not installed)"
+            )
+        probe = subprocess.run(
+            [
+                ffmpeg,
+                "-nostdin",
+                "-hide_banner",
+                "-loglevel",
+                "error",
+                "-i",
+                str(self.path),
+                "-map",
+                "0:a:0",
+                "-t",
+                "0.1",
+                "-f",
+                "null",
+                "-",
+            ],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=60,
+        )
         if probe.returncode:
             lines = probe.stderr.decode(errors="replace").strip().splitlines()
             reason = lines[-1] if lines else f"ffmpeg exited with status {probe.returncode}"
@@ -79,8 +105,7 @@ class FileSource:
                 yield pcm
                 sent_s += len(pcm) / (2 * SAMPLE_RATE)
                 if self.speed > 0:
-                    await asyncio.sleep(max(0.0, started + sent_s / self.speed
-                                            - time.monotonic()))
+                    await asyncio.sleep(max(0.0, started + sent_s / self.speed - time.monotonic()))
                 else:
                     await asyncio.sleep(0)  # let the transcriber and the socket run meanwhile
 
@@ -94,8 +119,12 @@ class FileSource:
                 except soundfile.SoundFileError as err:
                     if not sound.tell():
                         raise AudioError(f"{self.path}: cannot decode ({err})") from err
-                    _LOGGER.warning("%s: damaged after %.1f s; keeping what was read (%s)",
-                                    self.path, sound.tell() / sound.samplerate, err)
+                    _LOGGER.warning(
+                        "%s: damaged after %.1f s; keeping what was read (%s)",
+                        self.path,
+                        sound.tell() / sound.samplerate,
+                        err,
+                    )
                     break
                 if not len(block):
                     break
@@ -103,9 +132,24 @@ class FileSource:
             yield float_to_pcm16(resampler.flush())
 
     async def _ffmpeg_blocks(self) -> AsyncIterator[bytes]:
-        command = [shutil.which("ffmpeg") or "ffmpeg", "-nostdin", "-hide_banner", "-loglevel",
-                   "error", "-i", str(self.path), "-map", "0:a:0", "-ac", "1", "-ar",
-                   str(SAMPLE_RATE), "-f", "s16le", "pipe:1"]
+        command = [
+            shutil.which("ffmpeg") or "ffmpeg",
+            "-nostdin",
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-i",
+            str(self.path),
+            "-map",
+            "0:a:0",
+            "-ac",
+            "1",
+            "-ar",
+            str(SAMPLE_RATE),
+            "-f",
+            "s16le",
+            "pipe:1",
+        ]
         process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
         size = int(SAMPLE_RATE * _BLOCK_S) * 2
         got = False
@@ -155,8 +199,9 @@ class MicrophoneSource:
                     async for pcm in blocks:
                         if lost_reason:
                             # The first block back began recording one block before it arrived.
-                            lost = round(max(0.0, self._heard_at - _BLOCK_S - lost_at)
-                                         * SAMPLE_RATE)
+                            lost = round(
+                                max(0.0, self._heard_at - _BLOCK_S - lost_at) * SAMPLE_RATE
+                            )
                             for item in _gap(position_s, lost, lost_reason):
                                 yield item
                             position_s += lost / SAMPLE_RATE
@@ -175,7 +220,7 @@ class MicrophoneSource:
                 lost_reason, lost_at = reason, self._heard_at
             try:
                 await asyncio.wait_for(self._stopped.wait(), delay)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
             delay = min(self.retry_max_s, delay * 2)
         if lost_reason:
@@ -203,9 +248,15 @@ class MicrophoneSource:
             def finished() -> None:
                 loop.call_soon_threadsafe(queue.put_nowait, None)
 
-            stream = sd.InputStream(device=index, samplerate=rate, channels=channels,
-                                    dtype="float32", blocksize=int(rate * _BLOCK_S),
-                                    callback=callback, finished_callback=finished)
+            stream = sd.InputStream(
+                device=index,
+                samplerate=rate,
+                channels=channels,
+                dtype="float32",
+                blocksize=int(rate * _BLOCK_S),
+                callback=callback,
+                finished_callback=finished,
+            )
             stream.start()
         except (sd.PortAudioError, ValueError, OSError) as err:
             raise _DeviceFault(str(err).splitlines()[0] or type(err).__name__) from err
@@ -215,7 +266,7 @@ class MicrophoneSource:
             while not self._stopped.is_set():
                 try:
                     item = await asyncio.wait_for(queue.get(), limit_s)
-                except asyncio.TimeoutError as err:
+                except TimeoutError as err:
                     raise _DeviceFault(f"no audio for {limit_s:g} s") from err
                 if item is None:
                     break
@@ -244,10 +295,14 @@ class MicrophoneSource:
     def _note_overflow(self) -> None:
         self._overflows += 1
         now = time.monotonic()
-        if self._overflow_reported_at is None or now - self._overflow_reported_at >= \
-                _OVERFLOW_REPORT_S:
-            _LOGGER.warning("microphone: %d block(s) overflowed since the last report "
-                            "(audio dropped)", self._overflows)
+        if (
+            self._overflow_reported_at is None
+            or now - self._overflow_reported_at >= _OVERFLOW_REPORT_S
+        ):
+            _LOGGER.warning(
+                "microphone: %d block(s) overflowed since the last report (audio dropped)",
+                self._overflows,
+            )
             self._overflows = 0
             self._overflow_reported_at = now
 
@@ -274,8 +329,9 @@ def _reinitialize(sd) -> None:
 
 def find_device(sd, device: str) -> int:
     """An input device index from "" (default), an index, or part of a name."""
-    inputs = [(i, d["name"]) for i, d in enumerate(sd.query_devices())
-              if d["max_input_channels"] > 0]
+    inputs = [
+        (i, d["name"]) for i, d in enumerate(sd.query_devices()) if d["max_input_channels"] > 0
+    ]
     if not device:
         index = sd.default.device[0]
         if index is None or index < 0:

@@ -15,21 +15,27 @@ import os
 import secrets
 import sqlite3
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
-from .config import Config
-from .mail import ACCEPTED, PERMANENT, Outcome, Sender, mailer_for
-from .recipients import Resolution, resolve
-from .render import DEFAULT_OVERRIDE_DIR, Renderer, make_message_id
-from .store import Database, Meeting
-from .transcript import Transcript
+from appliance.config import Config
+from appliance.delivery.mail import ACCEPTED, PERMANENT, Outcome, Sender, mailer_for
+from appliance.delivery.recipients import Resolution, resolve
+from appliance.delivery.render import Renderer, make_message_id
+from appliance.paths import TEMPLATES_OVERRIDE
+from appliance.store import Database, Meeting
+from appliance.transcript import Transcript
 
 _LOGGER = logging.getLogger(__name__)
 
-QUEUED, RETRYING, DELIVERED, FAILED, REFUSED = "queued", "retrying", "delivered", "failed", \
-    "refused"
+QUEUED, RETRYING, DELIVERED, FAILED, REFUSED = (
+    "queued",
+    "retrying",
+    "delivered",
+    "failed",
+    "refused",
+)
 PENDING = (QUEUED, RETRYING)
 FIRST_RETRY_S = 300.0
 MAX_RETRY_S = 3600.0
@@ -102,7 +108,7 @@ def _write_file(path: Path, data: bytes) -> None:
     try:
         view = memoryview(data)
         while view:
-            view = view[os.write(fd, view):]
+            view = view[os.write(fd, view) :]
         os.fsync(fd)
     finally:
         os.close(fd)
@@ -117,10 +123,15 @@ def _write_file(path: Path, data: bytes) -> None:
 class Outbox:
     """Meetings' emails waiting for, or done with, delivery; state in the meetings database."""
 
-    def __init__(self, db: Database, config: Config, mailer: Sender | None = None,
-                 templates_override: Path = DEFAULT_OVERRIDE_DIR,
-                 on_settled: Callable[[int], None] | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        db: Database,
+        config: Config,
+        mailer: Sender | None = None,
+        templates_override: Path = TEMPLATES_OVERRIDE,
+        on_settled: Callable[[int], None] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.db = db
         self.config = config
         self.mailer = mailer if mailer is not None else mailer_for(config)
@@ -153,15 +164,17 @@ class Outbox:
         return self._enqueued(found)
 
     def _existing(self, meeting_id: int) -> int | None:
-        row = self.db.db.execute("SELECT id FROM outbox_messages WHERE meeting_id = ?",
-                                 (meeting_id,)).fetchone()
+        row = self.db.db.execute(
+            "SELECT id FROM outbox_messages WHERE meeting_id = ?", (meeting_id,)
+        ).fetchone()
         return row[0] if row else None
 
     def _enqueued(self, message: int) -> int | None:
         self._wake_up()
         deliverable = self.db.db.execute(
             "SELECT 1 FROM outbox_recipients WHERE message_id = ? AND state != ? LIMIT 1",
-            (message, REFUSED)).fetchone()
+            (message, REFUSED),
+        ).fetchone()
         return message if deliverable else None
 
     def _prepare(self, meeting: Meeting, transcript: Transcript) -> _Draft:
@@ -171,8 +184,7 @@ class Outbox:
         if not resolution.accepted:
             return _Draft(resolution, "", None, (), now)
         message_id = make_message_id(meeting.id, self.config.smtp.from_)
-        rendered = self.renderer.render(meeting, transcript, resolution.accepted, message_id,
-                                        now)
+        rendered = self.renderer.render(meeting, transcript, resolution.accepted, message_id, now)
         # A name of its own per draft: two hand-offs of one meeting never share a file, and a
         # crash before the commit leaves a stray that retention removes, never a row without
         # its message.
@@ -188,14 +200,31 @@ class Outbox:
                 cursor = db.execute(
                     "INSERT INTO outbox_messages (meeting_id, message_id, path, source, "
                     "problems, created_at) VALUES (?, ?, ?, ?, ?, ?)",
-                    (meeting.id, draft.message_id, str(draft.path or ""), resolution.source,
-                     "\n".join(draft.problems), draft.created_at))
+                    (
+                        meeting.id,
+                        draft.message_id,
+                        str(draft.path or ""),
+                        resolution.source,
+                        "\n".join(draft.problems),
+                        draft.created_at,
+                    ),
+                )
                 db.executemany(
                     "INSERT INTO outbox_recipients (message_id, address, name, state, "
                     "next_attempt_at, last_reply, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    [(cursor.lastrowid, r.address, r.name, REFUSED if r.refused else QUEUED,
-                      None if r.refused else draft.created_at, r.refused, draft.created_at)
-                     for r in resolution.recipients])
+                    [
+                        (
+                            cursor.lastrowid,
+                            r.address,
+                            r.name,
+                            REFUSED if r.refused else QUEUED,
+                            None if r.refused else draft.created_at,
+                            r.refused,
+                            draft.created_at,
+                        )
+                        for r in resolution.recipients
+                    ],
+                )
         except sqlite3.IntegrityError:
             existing = self._existing(meeting.id)
             if existing is None:
@@ -204,12 +233,19 @@ class Outbox:
                 draft.path.unlink(missing_ok=True)
             return existing
         if resolution.accepted:
-            _LOGGER.info("meeting %d: email queued for %d recipient(s) from %s, %d refused",
-                         meeting.id, len(resolution.accepted), resolution.source,
-                         len(resolution.refused))
+            _LOGGER.info(
+                "meeting %d: email queued for %d recipient(s) from %s, %d refused",
+                meeting.id,
+                len(resolution.accepted),
+                resolution.source,
+                len(resolution.refused),
+            )
         else:
-            _LOGGER.warning("meeting %d: no valid recipient (%d refused); the transcript is kept",
-                            meeting.id, len(resolution.refused))
+            _LOGGER.warning(
+                "meeting %d: no valid recipient (%d refused); the transcript is kept",
+                meeting.id,
+                len(resolution.refused),
+            )
         return cursor.lastrowid
 
     def _wake_up(self) -> None:
@@ -229,8 +265,9 @@ class Outbox:
                 await self.deliver_due()
                 waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(wake.wait())]
                 try:
-                    await asyncio.wait(waiters, timeout=self._idle_s(),
-                                       return_when=asyncio.FIRST_COMPLETED)
+                    await asyncio.wait(
+                        waiters, timeout=self._idle_s(), return_when=asyncio.FIRST_COMPLETED
+                    )
                 finally:
                     for waiter in waiters:
                         waiter.cancel()
@@ -239,8 +276,8 @@ class Outbox:
 
     def _idle_s(self) -> float:
         row = self.db.db.execute(
-            "SELECT MIN(next_attempt_at) FROM outbox_recipients WHERE state IN (?, ?)",
-            PENDING).fetchone()
+            "SELECT MIN(next_attempt_at) FROM outbox_recipients WHERE state IN (?, ?)", PENDING
+        ).fetchone()
         if row[0] is None:
             return _IDLE_S
         return min(max(_MIN_IDLE_S, row[0] - self._clock()), _IDLE_S)
@@ -252,23 +289,32 @@ class Outbox:
                 "SELECT DISTINCT m.id, m.meeting_id, m.path FROM outbox_messages m "
                 "JOIN outbox_recipients r ON r.message_id = m.id "
                 "WHERE r.state IN (?, ?) AND r.next_attempt_at <= ? ORDER BY m.id",
-                (*PENDING, self._clock())).fetchall()
+                (*PENDING, self._clock()),
+            ).fetchall()
             for message, meeting_id, path in due:
                 await self._deliver(message, meeting_id, Path(path))
             self._settle()
 
     async def _deliver(self, message: int, meeting_id: int, path: Path) -> None:
-        addresses = [row[0] for row in self.db.db.execute(
-            "SELECT address FROM outbox_recipients WHERE message_id = ? AND state IN (?, ?) "
-            "AND next_attempt_at <= ? ORDER BY rowid", (message, *PENDING, self._clock()))]
+        addresses = [
+            row[0]
+            for row in self.db.db.execute(
+                "SELECT address FROM outbox_recipients WHERE message_id = ? AND state IN (?, ?) "
+                "AND next_attempt_at <= ? ORDER BY rowid",
+                (message, *PENDING, self._clock()),
+            )
+        ]
         if not addresses:
             return
         try:
             data = await asyncio.to_thread(path.read_bytes)
         except OSError as err:
             _LOGGER.error("meeting %d: the message file cannot be read: %s", meeting_id, err)
-            self._record(message, meeting_id, {
-                a: Outcome(PERMANENT, f"message file unreadable: {err}") for a in addresses})
+            self._record(
+                message,
+                meeting_id,
+                {a: Outcome(PERMANENT, f"message file unreadable: {err}") for a in addresses},
+            )
             return
         recorded: set[str] = set()
 
@@ -284,14 +330,16 @@ class Outbox:
     def _record(self, message: int, meeting_id: int, batch: dict[str, Outcome]) -> None:
         """Commit what the server said, at once; a delivered recipient is never due again."""
         now = self._clock()
-        created_at = self.db.db.execute("SELECT created_at FROM outbox_messages WHERE id = ?",
-                                        (message,)).fetchone()[0]
+        created_at = self.db.db.execute(
+            "SELECT created_at FROM outbox_messages WHERE id = ?", (message,)
+        ).fetchone()[0]
         give_up_s = self.config.delivery.give_up_days * 86400.0
         with self.db.tx() as db:
             for address, outcome in batch.items():
                 row = db.execute(
                     "SELECT attempts FROM outbox_recipients WHERE message_id = ? AND address = ?",
-                    (message, address)).fetchone()
+                    (message, address),
+                ).fetchone()
                 if row is None:
                     continue  # purged meanwhile
                 attempts = row[0] + 1
@@ -299,29 +347,39 @@ class Outbox:
                 if outcome.status == ACCEPTED:
                     state = DELIVERED
                     _LOGGER.info("meeting %d: delivered to %s", meeting_id, address)
-                elif outcome.status == PERMANENT or (now - created_at >= give_up_s and
-                                                     attempts >= _MIN_ATTEMPTS_TO_GIVE_UP):
+                elif outcome.status == PERMANENT or (
+                    now - created_at >= give_up_s and attempts >= _MIN_ATTEMPTS_TO_GIVE_UP
+                ):
                     state = FAILED
                     if outcome.status != PERMANENT:
                         reply = f"gave up after {self.config.delivery.give_up_days:g} days: {reply}"
-                    _LOGGER.warning("meeting %d: delivery to %s failed: %s", meeting_id,
-                                    address, reply)
+                    _LOGGER.warning(
+                        "meeting %d: delivery to %s failed: %s", meeting_id, address, reply
+                    )
                 else:
                     state, next_at = RETRYING, now + retry_delay_s(attempts)
-                    _LOGGER.warning("meeting %d: %s not reached (%s); retrying in %d s",
-                                    meeting_id, address, reply, next_at - now)
+                    _LOGGER.warning(
+                        "meeting %d: %s not reached (%s); retrying in %d s",
+                        meeting_id,
+                        address,
+                        reply,
+                        next_at - now,
+                    )
                 db.execute(
                     "UPDATE outbox_recipients SET state = ?, attempts = ?, next_attempt_at = ?, "
                     "last_reply = ?, updated_at = ? WHERE message_id = ? AND address = ? "
                     "AND state IN (?, ?)",
-                    (state, attempts, next_at, reply, now, message, address, *PENDING))
+                    (state, attempts, next_at, reply, now, message, address, *PENDING),
+                )
 
     def _settle(self) -> None:
         """Tell on_settled about each message whose recipients are all final, once."""
         rows = self.db.db.execute(
             "SELECT id, meeting_id FROM outbox_messages m WHERE settled_at IS NULL AND NOT "
             "EXISTS (SELECT 1 FROM outbox_recipients r WHERE r.message_id = m.id "
-            "AND r.state IN (?, ?)) ORDER BY id", PENDING).fetchall()
+            "AND r.state IN (?, ?)) ORDER BY id",
+            PENDING,
+        ).fetchall()
         for message, meeting_id in rows:
             if self._on_settled is not None:
                 try:
@@ -329,8 +387,9 @@ class Outbox:
                 except Exception:  # the caller's bug must not stop delivery; tried next pass
                     _LOGGER.exception("meeting %d: on_settled failed", meeting_id)
                     continue
-            self.db.db.execute("UPDATE outbox_messages SET settled_at = ? WHERE id = ?",
-                               (self._clock(), message))
+            self.db.db.execute(
+                "UPDATE outbox_messages SET settled_at = ? WHERE id = ?", (self._clock(), message)
+            )
 
     # --- reporting ----------------------------------------------------------------------
 
@@ -338,7 +397,8 @@ class Outbox:
         """Recipients per state, and meetings with no valid recipient, for `appliance status`."""
         counts = dict.fromkeys((QUEUED, RETRYING, DELIVERED, FAILED, REFUSED), 0)
         for state, number in self.db.db.execute(
-                "SELECT state, COUNT(*) FROM outbox_recipients GROUP BY state"):
+            "SELECT state, COUNT(*) FROM outbox_recipients GROUP BY state"
+        ):
             counts[state] = number
         counts["no_recipients"] = len(self._nobody())
         return counts
@@ -347,7 +407,8 @@ class Outbox:
         return self.db.db.execute(
             "SELECT id, meeting_id FROM outbox_messages m WHERE NOT EXISTS (SELECT 1 FROM "
             "outbox_recipients r WHERE r.message_id = m.id AND r.state != ?) ORDER BY id",
-            (REFUSED,)).fetchall()
+            (REFUSED,),
+        ).fetchall()
 
     def problems(self) -> list[str]:
         """Failed recipients, meetings nobody can get, broken templates: one line each."""
@@ -355,28 +416,40 @@ class Outbox:
         for message, meeting_id in self._nobody():
             refused = self.db.db.execute(
                 "SELECT address, last_reply FROM outbox_recipients WHERE message_id = ? "
-                "ORDER BY rowid", (message,)).fetchall()
-            why = "; ".join(f"{a}: {e}" for a, e in refused) or \
-                "nobody named by start --to, the calendar or room.default_participants"
+                "ORDER BY rowid",
+                (message,),
+            ).fetchall()
+            why = (
+                "; ".join(f"{a}: {e}" for a, e in refused)
+                or "nobody named by start --to, the calendar or room.default_participants"
+            )
             lines.append(f"meeting {meeting_id}: no valid recipient, transcript kept ({why})")
         for meeting_id, address, error in self.db.db.execute(
-                "SELECT m.meeting_id, r.address, r.last_reply FROM outbox_recipients r "
-                "JOIN outbox_messages m ON m.id = r.message_id WHERE r.state = ? "
-                "ORDER BY m.id, r.rowid", (FAILED,)):
+            "SELECT m.meeting_id, r.address, r.last_reply FROM outbox_recipients r "
+            "JOIN outbox_messages m ON m.id = r.message_id WHERE r.state = ? "
+            "ORDER BY m.id, r.rowid",
+            (FAILED,),
+        ):
             lines.append(f"meeting {meeting_id}: {address} failed: {error}")
         for meeting_id, problems in self.db.db.execute(
-                "SELECT meeting_id, problems FROM outbox_messages WHERE problems != '' "
-                "ORDER BY id"):
-            lines.extend(f"meeting {meeting_id}: template {p} (built-in used)"
-                         for p in problems.splitlines())
+            "SELECT meeting_id, problems FROM outbox_messages WHERE problems != '' ORDER BY id"
+        ):
+            lines.extend(
+                f"meeting {meeting_id}: template {p} (built-in used)" for p in problems.splitlines()
+            )
         return lines
 
     def recipients(self, meeting_id: int) -> list[RecipientStatus]:
         """Each recipient of a meeting's message, in the order they were named."""
-        return [RecipientStatus(*row) for row in self.db.db.execute(
-            "SELECT r.address, r.state, r.attempts, r.last_reply FROM outbox_recipients r "
-            "JOIN outbox_messages m ON m.id = r.message_id WHERE m.meeting_id = ? "
-            "ORDER BY r.rowid", (meeting_id,))]
+        return [
+            RecipientStatus(*row)
+            for row in self.db.db.execute(
+                "SELECT r.address, r.state, r.attempts, r.last_reply FROM outbox_recipients r "
+                "JOIN outbox_messages m ON m.id = r.message_id WHERE m.meeting_id = ? "
+                "ORDER BY r.rowid",
+                (meeting_id,),
+            )
+        ]
 
     # --- retention ----------------------------------------------------------------------
 
@@ -385,18 +458,24 @@ class Outbox:
         rows = self.db.db.execute(
             "SELECT meeting_id, path FROM outbox_messages m WHERE settled_at <= ? AND EXISTS "
             "(SELECT 1 FROM outbox_recipients r WHERE r.message_id = m.id AND r.state != ?) "
-            "ORDER BY id", (before, REFUSED)).fetchall()
+            "ORDER BY id",
+            (before, REFUSED),
+        ).fetchall()
         return [(meeting_id, Path(path) if path else None) for meeting_id, path in rows]
 
     def paths(self) -> set[Path]:
         """Every .eml the outbox still refers to."""
-        return {Path(p) for (p,) in self.db.db.execute(
-            "SELECT path FROM outbox_messages WHERE path != ''")}
+        return {
+            Path(p)
+            for (p,) in self.db.db.execute("SELECT path FROM outbox_messages WHERE path != ''")
+        }
 
     def forget(self, meeting_id: int) -> None:
         """Drop a meeting's outbox rows (the .eml is the caller's to delete first)."""
         with self.db.tx() as db:
-            db.execute("DELETE FROM outbox_recipients WHERE message_id IN "
-                       "(SELECT id FROM outbox_messages WHERE meeting_id = ?)", (meeting_id,))
+            db.execute(
+                "DELETE FROM outbox_recipients WHERE message_id IN "
+                "(SELECT id FROM outbox_messages WHERE meeting_id = ?)",
+                (meeting_id,),
+            )
             db.execute("DELETE FROM outbox_messages WHERE meeting_id = ?", (meeting_id,))
-

@@ -8,19 +8,20 @@ import logging
 import re
 import threading
 from collections import deque
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Protocol, Self, Sequence
+from typing import Any, Protocol, Self
 
 import numpy as np
 
-from .audio import SAMPLE_RATE, load
-from .errors import CorruptModelError, UsageError
-from .models import store
-from .transcript import Segment, Transcript
-from .vad import Segmenter
-from .window import WINDOW_S, set_window_params
+from appliance.engine.windows import WINDOW_S, set_window_params
+from appliance.errors import CorruptModelError, UsageError
+from appliance.models import store
+from appliance.recording.audio import SAMPLE_RATE, load
+from appliance.recording.segmenter import Segmenter
+from appliance.transcript import Segment, Transcript
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -150,7 +151,9 @@ def pack(segments: Iterable[Speech], window_s: float = WINDOW_S) -> list[Window]
         if parts:
             parts.append(gap)
             used += gap.size
-        pieces.append(Piece(used / SAMPLE_RATE, segment.start_s, samples.size / SAMPLE_RATE, segment))
+        pieces.append(
+            Piece(used / SAMPLE_RATE, segment.start_s, samples.size / SAMPLE_RATE, segment)
+        )
         parts.append(samples)
         used += samples.size
     if parts:
@@ -222,7 +225,7 @@ class DecodeOptions:
         """The whisper_full_params fields these options set, by name (nested structs as dicts).
 
         The one list for every way the appliance calls whisper.cpp (the binding's object here,
-        the ctypes struct of appliance.workers), so their output cannot drift apart.
+        the ctypes struct of appliance.engine.workers), so their output cannot drift apart.
         """
         if self.beam_size <= 1:
             search: dict[str, Any] = {"greedy": {"best_of": 1}}
@@ -267,7 +270,7 @@ def _to_recording(window: Window, decoded: list[Segment]) -> list[Segment]:
 
 def transcribe_windows(
     windows: Sequence[Window],
-    submit: Callable[[np.ndarray, str], "Future[list[Segment]]"],
+    submit: Callable[[np.ndarray, str], Future[list[Segment]]],
     language: str,
     progress: Callable[[int, int], None] | None = None,
     ahead: int = 0,
@@ -315,13 +318,13 @@ class WindowTranscriber:
     _ahead = 0
     _alone_threads: int | None = None  # threads for a file of one window, if not the usual
 
-    def _open(self, model_path: Path, options: "DecodeOptions") -> None:
+    def _open(self, model_path: Path, options: DecodeOptions) -> None:
         found = store.verify(model_path)  # a damaged file must never reach whisper.cpp
         self.model_path = model_path
         self.multilingual = found.hparams.multilingual
         self.language = self.check_language(options.language)
 
-    def _submit_window(self, samples: np.ndarray, language: str) -> "Future[list[Segment]]":
+    def _submit_window(self, samples: np.ndarray, language: str) -> Future[list[Segment]]:
         raise NotImplementedError
 
     def close(self) -> None:
@@ -384,10 +387,12 @@ class Transcriber(WindowTranscriber):
         # Flash attention: measured 1.1x (q8_0) to 2.8x (q5_1) faster encoding on x86 here.
         context.flash_attn = True
         self._ctx = load_context(
-            model_path, lambda: pw.whisper_init_from_file_with_params(str(model_path), context))
+            model_path, lambda: pw.whisper_init_from_file_with_params(str(model_path), context)
+        )
         strategy = pw.whisper_sampling_strategy
         self._params = params = pw.whisper_full_default_params(
-            strategy.WHISPER_SAMPLING_GREEDY if options.beam_size <= 1
+            strategy.WHISPER_SAMPLING_GREEDY
+            if options.beam_size <= 1
             else strategy.WHISPER_SAMPLING_BEAM_SEARCH
         )
         for name, value in options.whisper_params().items():
@@ -396,8 +401,9 @@ class Transcriber(WindowTranscriber):
         self._lock = threading.Lock()
         _LOGGER.info("loaded %s (%s, %d threads)", model_path.name, self.language, options.threads)
 
-    def transcribe_window(self, samples: np.ndarray, language: str | None = None,
-                          threads: int | None = None) -> list[Segment]:
+    def transcribe_window(
+        self, samples: np.ndarray, language: str | None = None, threads: int | None = None
+    ) -> list[Segment]:
         """Decode one window (at most 30 s; pack() makes them WINDOW_S at most) with `threads`
         threads (default: as loaded); times are relative to the window."""
         pw, ctx = self._pw, self._ctx
@@ -416,7 +422,7 @@ class Transcriber(WindowTranscriber):
                 for i in range(pw.whisper_full_n_segments(ctx))
             )
 
-    def _submit_window(self, samples: np.ndarray, language: str) -> "Future[list[Segment]]":
+    def _submit_window(self, samples: np.ndarray, language: str) -> Future[list[Segment]]:
         """transcribe_window as an already finished Future, for transcribe_windows."""
         future: Future[list[Segment]] = Future()
         try:

@@ -9,11 +9,12 @@ import logging
 import os
 import socket
 import stat
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any
 
-from .errors import ApplianceError, UsageError
+from appliance.errors import ApplianceError, UsageError
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -66,8 +67,9 @@ def parse_request(line: bytes) -> Request:
         if kind is None:
             raise ProtocolError(f"{command}: unknown argument {key[:40]!r}")
         accepted = (int, float) if kind is float else kind  # JSON has one number type
-        if value is not None and (not isinstance(value, accepted) or isinstance(value, bool)
-                                  and kind is not bool):
+        if value is not None and (
+            not isinstance(value, accepted) or (isinstance(value, bool) and kind is not bool)
+        ):
             raise ProtocolError(f"{command}: {key} must be {kind.__name__}")
         if kind is list and value and not all(isinstance(v, str) for v in value):
             raise ProtocolError(f"{command}: {key} must be a list of strings")
@@ -98,7 +100,8 @@ class ControlServer:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._server = await asyncio.start_unix_server(
-                self._serve, path=str(self.path), limit=MAX_REQUEST_BYTES + 1)
+                self._serve, path=str(self.path), limit=MAX_REQUEST_BYTES + 1
+            )
             os.chmod(self.path, SOCKET_MODE)
         except OSError as err:
             raise ControlError(f"{self.path}: cannot listen: {err.strerror or err}") from err
@@ -124,9 +127,11 @@ class ControlServer:
                 line = await asyncio.wait_for(reader.readuntil(b"\n"), 10.0)
                 reply = await self._handler(parse_request(line))
                 reply = {"ok": True, **reply}
-            except (asyncio.LimitOverrunError, asyncio.IncompleteReadError, asyncio.TimeoutError):
-                reply = {"ok": False, "error": "request must be one line of at most "
-                         f"{MAX_REQUEST_BYTES} bytes"}
+            except (TimeoutError, asyncio.LimitOverrunError, asyncio.IncompleteReadError):
+                reply = {
+                    "ok": False,
+                    "error": f"request must be one line of at most {MAX_REQUEST_BYTES} bytes",
+                }
             except ApplianceError as err:
                 # "usage": the request itself was wrong, so the client exits 2 as for a bad flag
                 reply = {"ok": False, "error": str(err), "usage": isinstance(err, ValueError)}
@@ -175,9 +180,10 @@ def request(path: Path, command: str, timeout_s: float = 30.0, **args: Any) -> d
                 if not chunk:
                     break
                 data += chunk
-        except socket.timeout as err:
-            raise ControlError(f"the daemon did not answer {command!r} within {timeout_s:g} s") \
-                from err
+        except TimeoutError as err:
+            raise ControlError(
+                f"the daemon did not answer {command!r} within {timeout_s:g} s"
+            ) from err
     try:
         reply = json.loads(data)
     except json.JSONDecodeError as err:

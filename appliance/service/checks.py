@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
 
-from . import capture
-from . import config as config_file
-from .errors import ApplianceError
-from .models import ggml, silero, store
+from appliance import config as config_file
+from appliance import paths
+from appliance.errors import ApplianceError
+from appliance.models import ggml, silero, store
+from appliance.paths import TEMPLATES_OVERRIDE
+from appliance.recording import capture
 
 _SHOWN_DEVICES = 8
 
@@ -37,12 +39,19 @@ def check_model(ctx: Context) -> list[str]:
     transcriber = ctx.config.transcriber
     problems = []
     if transcriber.quant not in ggml.QUANTS:
-        problems.append(ctx.problem("transcriber.quant", f"{transcriber.quant!r} is not a quant",
-                                    "one of " + ", ".join(ggml.QUANTS)))
-    directory = store.configured_dir(transcriber.models_dir)
+        problems.append(
+            ctx.problem(
+                "transcriber.quant",
+                f"{transcriber.quant!r} is not a quant",
+                "one of " + ", ".join(ggml.QUANTS),
+            )
+        )
+    directory = paths.models_dir(transcriber.models_dir)
     names = [p.stem.removeprefix("ggml-") for p in store.installed(directory)]
-    allowed = (f"a model installed in {directory} ({', '.join(names) or 'none yet'}) "
-               "as NAME or NAME-QUANT, or a ggml .bin file path")
+    allowed = (
+        f"a model installed in {directory} ({', '.join(names) or 'none yet'}) "
+        "as NAME or NAME-QUANT, or a ggml .bin file path"
+    )
     try:
         path = store.resolve(transcriber.model, directory, transcriber.quant)
         store.verify(path)
@@ -56,11 +65,15 @@ def check_vad(ctx: Context) -> list[str]:
     vad = ctx.config.vad
     problems = []
     if vad.pad_ms > vad.min_silence_ms:
-        problems.append(ctx.problem("vad.pad_ms", f"{vad.pad_ms} is longer than the pause that "
-                                    "ends a segment", f"at most vad.min_silence_ms "
-                                    f"({vad.min_silence_ms})"))
+        problems.append(
+            ctx.problem(
+                "vad.pad_ms",
+                f"{vad.pad_ms} is longer than the pause that ends a segment",
+                f"at most vad.min_silence_ms ({vad.min_silence_ms})",
+            )
+        )
     try:
-        silero.verify(silero.path(store.configured_dir(ctx.config.transcriber.models_dir)))
+        silero.verify(silero.path(paths.models_dir(ctx.config.transcriber.models_dir)))
     except ApplianceError as err:
         problems.append(ctx.problem("vad", str(err), f"appliance models install {silero.NAME}"))
     return problems
@@ -74,10 +87,18 @@ def check_audio_device(ctx: Context) -> list[str]:
     try:
         import sounddevice  # PortAudio starts on import: only when a device is named
     except OSError as err:
-        return [ctx.problem("audio.device", f"cannot list capture devices: {err}",
-                            "a capture device index or part of its name")]
-    inputs = [f"{i} {d['name']!r}" for i, d in enumerate(sounddevice.query_devices())
-              if d["max_input_channels"] > 0]
+        return [
+            ctx.problem(
+                "audio.device",
+                f"cannot list capture devices: {err}",
+                "a capture device index or part of its name",
+            )
+        ]
+    inputs = [
+        f"{i} {d['name']!r}"
+        for i, d in enumerate(sounddevice.query_devices())
+        if d["max_input_channels"] > 0
+    ]
     shown = ", ".join(inputs[:_SHOWN_DEVICES]) + (", ..." if len(inputs) > _SHOWN_DEVICES else "")
     allowed = f"a capture device index or part of its name: {shown or 'none found'}"
     try:
@@ -103,19 +124,21 @@ def _credential_file(ctx: Context, name: str) -> tuple[Path | None, str]:
 def check_password_file(ctx: Context) -> list[str]:
     """[smtp] password_file, when AUTH is used: readable, not world-readable, not empty."""
     smtp = ctx.config.smtp
-    allowed = ("an absolute path of a file no other user can read, or a systemd credential "
-               "name such as \"smtp-password\"")
+    allowed = (
+        "an absolute path of a file no other user can read, or a systemd credential "
+        'name such as "smtp-password"'
+    )
     if not smtp.password_file:
         if smtp.username:
-            return [ctx.problem("smtp.password_file", "empty, but smtp.username is set",
-                                allowed)]
+            return [ctx.problem("smtp.password_file", "empty, but smtp.username is set", allowed)]
         return []
     name = smtp.password_file
     if "/" not in name:
         path, tried = _credential_file(ctx, name)
         if path is None:
-            return [ctx.problem("smtp.password_file", f"no credential {name!r}: no {tried}",
-                                allowed)]
+            return [
+                ctx.problem("smtp.password_file", f"no credential {name!r}: no {tried}", allowed)
+            ]
     elif not os.path.isabs(name):
         return [ctx.problem("smtp.password_file", f"{name!r} is a relative path", allowed)]
     else:
@@ -150,8 +173,7 @@ def check_state_dir(ctx: Context) -> list[str]:
         return [ctx.problem("storage.state_dir", f"{existing} is not a folder", allowed)]
     if not os.access(existing, os.W_OK | os.X_OK):
         verb = "is not writable" if existing == path else f"cannot be created in {existing}"
-        return [ctx.problem("storage.state_dir", f"{path} {verb} by uid {os.getuid()}",
-                            allowed)]
+        return [ctx.problem("storage.state_dir", f"{path} {verb} by uid {os.getuid()}", allowed)]
     return []
 
 
@@ -170,16 +192,17 @@ def check_calendar(ctx: Context) -> list[str]:
     if not path.is_file():
         return [ctx.problem("room.calendar", f"{path}: no such file", allowed)]
     if not os.access(path, os.R_OK):
-        return [ctx.problem("room.calendar", f"{path} cannot be read by uid {os.getuid()}",
-                            allowed)]
+        return [
+            ctx.problem("room.calendar", f"{path} cannot be read by uid {os.getuid()}", allowed)
+        ]
     return []
 
 
 def check_templates(ctx: Context) -> list[str]:
     """Override templates in /etc/meeting-appliance/templates parse and use known names."""
-    from .render import DEFAULT_OVERRIDE_DIR, check_templates as problems  # jinja2 only here
+    from appliance.delivery.render import check_templates as problems  # jinja2 only here
 
-    return problems(DEFAULT_OVERRIDE_DIR)
+    return problems(TEMPLATES_OVERRIDE)
 
 
 # The checks check_config runs, in order.
@@ -194,8 +217,12 @@ CHECKS: list[Check] = [
 ]
 
 
-def check_config(path: Path | None = None, *, environ: Mapping[str, str] | None = None,
-                 checks: Sequence[Check] | None = None) -> list[str]:
+def check_config(
+    path: Path | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    checks: Sequence[Check] | None = None,
+) -> list[str]:
     """One line per problem with the config file and what it names; empty when all is well."""
     path = Path(path) if path is not None else config_file.default_path()
     try:

@@ -1,6 +1,6 @@
-"""`appliance bench parallel`: workers x threads throughput, memory and busy threads, measured.
+"""`python -m benchmarks.parallel`: workers x threads throughput, memory and busy threads, measured.
 
-Every configuration runs in a fresh process (`python -m appliance.parallel SPEC RESULT`), so
+Every configuration runs in a fresh process (`python -m benchmarks.parallel SPEC RESULT`), so
 its peak resident set (VmHWM) is its own and no configuration warms the next one's caches.
 """
 
@@ -18,14 +18,15 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from statistics import median
-from typing import Any, Sequence
+from typing import Any
 
-from . import report_sections
-from .errors import UsageError
+from appliance.errors import UsageError
+from benchmarks import report_sections
 
 SECTION = "## Parallel workers"
 MANIFEST = Path("tests/data/speech/manifest.jsonl")
@@ -51,8 +52,12 @@ class Config:
 
 
 CONFIGS = (
-    Config(1, 1, True), Config(1, 2, True), Config(2, 1, True), Config(2, 2, True),
-    Config(2, 1, False), Config(2, 2, False),
+    Config(1, 1, True),
+    Config(1, 2, True),
+    Config(2, 1, True),
+    Config(2, 2, True),
+    Config(2, 1, False),
+    Config(2, 2, False),
 )
 
 
@@ -82,7 +87,8 @@ def _cpu_ticks() -> dict[int, int]:
 def _machine_ticks() -> int:
     """Busy clock ticks of the whole machine: every process, and time stolen by a hypervisor."""
     user, nice, system, _idle, _iowait, irq, softirq, steal = map(
-        int, Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9])
+        int, Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]
+    )
     return user + nice + system + irq + softirq + steal
 
 
@@ -106,7 +112,7 @@ class _ThreadSampler:
                 self._machine.append(_machine_ticks())
                 return
 
-    def __enter__(self) -> "_ThreadSampler":
+    def __enter__(self) -> _ThreadSampler:
         self._thread.start()
         return self
 
@@ -119,9 +125,12 @@ class _ThreadSampler:
         used by this process and by everything else on the machine meanwhile."""
         hz = os.sysconf("SC_CLK_TCK")
         at_once = []
-        for (t0, before), (t1, after) in zip(self._samples, self._samples[1:]):
-            share = {tid: (n - before.get(tid, 0)) / hz / (t1 - t0) for tid, n in after.items()
-                     if tid != self._own}
+        for (t0, before), (t1, after) in zip(self._samples, self._samples[1:], strict=False):
+            share = {
+                tid: (n - before.get(tid, 0)) / hz / (t1 - t0)
+                for tid, n in after.items()
+                if tid != self._own
+            }
             at_once.append(sum(1 for s in share.values() if s >= _BUSY))
         (start, first), (end, last) = self._samples[0], self._samples[-1]
         used = {tid: (n - first.get(tid, 0)) / hz for tid, n in last.items() if tid != self._own}
@@ -154,11 +163,11 @@ def _overlap(spans: list[tuple[float, float]], wall_s: float) -> dict[str, float
 
 def measure(spec: dict[str, Any]) -> dict[str, Any]:
     """Run one configuration over the clips in this process and return what was measured."""
-    from .audio import SAMPLE_RATE, load
-    from .evaluate import read_manifest
-    from .transcribe import DecodeOptions
-    from .vad import Segmenter
-    from .workers import Decoded, TranscriberPool
+    from appliance.engine.transcriber import DecodeOptions
+    from appliance.engine.workers import Decoded, TranscriberPool
+    from appliance.evaluate import read_manifest
+    from appliance.recording.audio import SAMPLE_RATE, load
+    from appliance.recording.segmenter import Segmenter
 
     config = Config(**spec["config"])
     clips = read_manifest(Path(spec["manifest"]), language="en")
@@ -169,9 +178,13 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
 
     decoded: list[Decoded] = []
     started = time.perf_counter()
-    pool = TranscriberPool(Path(spec["model"]), DecodeOptions(threads=config.threads),
-                           workers=config.workers, shared_weights=config.shared,
-                           on_decoded=decoded.append)
+    pool = TranscriberPool(
+        Path(spec["model"]),
+        DecodeOptions(threads=config.threads),
+        workers=config.workers,
+        shared_weights=config.shared,
+        on_decoded=decoded.append,
+    )
     load_s = time.perf_counter() - started
     with pool:
         loaded_kib = _status_kib("VmRSS")
@@ -199,8 +212,9 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
         "throughput": audio_s / wall_s,
         "window_s_median": median(latencies),
         "window_s_p90": latencies[int(0.9 * (len(latencies) - 1))],
-        "windows_per_worker": [sum(1 for d in decoded if d.worker == i)
-                               for i in range(config.workers)],
+        "windows_per_worker": [
+            sum(1 for d in decoded if d.worker == i) for i in range(config.workers)
+        ],
         **_overlap([(d.started, d.finished) for d in decoded], wall_s),
         **cpu.summary(),
         "states": sum(1 for s in workers if s),
@@ -217,15 +231,24 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def _machine() -> dict[str, Any]:
-    cpu = next((line.split(":", 1)[1].strip() for line in
-                Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor() or "unknown")
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor() or "unknown",
+    )
     try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                                text=True, timeout=10).stdout.strip() or None
+        commit = (
+            subprocess.run(
+                ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10
+            ).stdout.strip()
+            or None
+        )
     except OSError:
         commit = None
-    from .workers import BindingError, bindings
+    from appliance.engine.workers import BindingError, bindings
 
     try:
         whisper_cpp = bindings().version
@@ -245,8 +268,10 @@ def _machine() -> dict[str, Any]:
 def _run_child(spec: dict[str, Any]) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as folder:
         result = Path(folder) / "result.json"
-        done = subprocess.run([sys.executable, "-m", "appliance.parallel", json.dumps(spec),
-                               str(result)], stdout=subprocess.DEVNULL)
+        done = subprocess.run(
+            [sys.executable, "-m", "benchmarks.parallel", json.dumps(spec), str(result)],
+            stdout=subprocess.DEVNULL,
+        )
         if done.returncode != 0:
             raise RuntimeError(f"{Config(**spec['config']).name} failed (exit {done.returncode})")
         return json.loads(result.read_text())
@@ -277,15 +302,21 @@ def _outputs(results: list[dict]) -> str:
     for r in results:
         by_threads.setdefault(_window_threads(r["config"]), set()).add(r["output_sha256"])
     if any(len(digests) > 1 for digests in by_threads.values()):
-        return "**with the same threads per window, configurations wrote different text or " \
-            "timestamps**: " + ", ".join(
-                f"{Config(**r['config']).name} {r['output_sha256'][:12]}" for r in results)
-    text = ("every configuration that gives each window the same threads (workers x threads "
-            "for a file of one window, threads for a longer file's) wrote the same text and "
-            "timestamps (one sha256 over all clips), whatever the weights, shared or separate")
+        return (
+            "**with the same threads per window, configurations wrote different text or "
+            "timestamps**: "
+            + ", ".join(f"{Config(**r['config']).name} {r['output_sha256'][:12]}" for r in results)
+        )
+    text = (
+        "every configuration that gives each window the same threads (workers x threads "
+        "for a file of one window, threads for a longer file's) wrote the same text and "
+        "timestamps (one sha256 over all clips), whatever the weights, shared or separate"
+    )
     if len({d for digests in by_threads.values() for d in digests}) > 1:
-        text += ("; other thread counts differ from each other, as one Transcriber's do: "
-                 "whisper.cpp's results depend on its thread count, not on the workers")
+        text += (
+            "; other thread counts differ from each other, as one Transcriber's do: "
+            "whisper.cpp's results depend on its thread count, not on the workers"
+        )
     return text + "."
 
 
@@ -300,18 +331,23 @@ def render(document: dict[str, Any]) -> str:
     others = max(r["others_cores"] for r in results)
     repeat = document.get("repeat", 1)
     lines = [
-        SECTION, "",
+        SECTION,
+        "",
         f"Written by `{document['command']}` on {document['date']} (the run took "
         f"{document['took_s'] / 60:.1f} min); model `{document['model']}`, the "
         f"{results[0]['clips']} English dev clips ({results[0]['audio_s']:.0f} s of audio, "
         f"{results[0]['windows']} windows), each configuration in a fresh process"
-        + (f", the quietest of {repeat} rounds." if repeat > 1 else "."), "",
+        + (f", the quietest of {repeat} rounds." if repeat > 1 else "."),
+        "",
     ]
     if others > 0.1:
-        lines += [f"**Busy machine**: other processes used up to {others:.2f} of the "
-                  f"{m['cores']} cores during a timed run (the *others* column), so those "
-                  "throughputs and speed-ups are understated and noisy. Run again on an idle "
-                  "machine.", ""]
+        lines += [
+            f"**Busy machine**: other processes used up to {others:.2f} of the "
+            f"{m['cores']} cores during a timed run (the *others* column), so those "
+            "throughputs and speed-ups are understated and noisy. Run again on an idle "
+            "machine.",
+            "",
+        ]
     lines += [
         f"- Machine: {m['cpu']}, {m['cores']} cores; load average "
         f"{', '.join(map(str, m['load_average']))} at the start; Python {m['python']}, "
@@ -349,18 +385,23 @@ def render(document: dict[str, Any]) -> str:
             f"- **Parallel, not queued**: 2 workers x 1 thread reach {speedup:.2f}x the throughput "
             f"of 1 x 1 (target 1.7x on 2 cores), and two decodes ran at once for "
             f"{two['share_two_or_more']:.0%} of the run; a queue in front of one decoder would "
-            "show 1.0x and never two at once.")
+            "show 1.0x and never two at once."
+        )
     if memory is not None:
-        line = (f"- **One model with N workers vs N models**: a second worker's state costs "
-                f"{two['engine_mb'] - one['engine_mb']:.0f} MB, so 2 workers on shared weights "
-                f"use {memory:.2f}x the engine memory of one and {_ratio(two, one, 'peak_rss_mb'):.2f}x "
-                "its peak RSS (target 1.3x)")
+        line = (
+            f"- **One model with N workers vs N models**: a second worker's state costs "
+            f"{two['engine_mb'] - one['engine_mb']:.0f} MB, so 2 workers on shared weights "
+            f"use {memory:.2f}x the engine memory of one and {_ratio(two, one, 'peak_rss_mb'):.2f}x "
+            "its peak RSS (target 1.3x)"
+        )
         if separate:
-            line += (f"; 2 separate models use {_ratio(separate, one, 'engine_mb'):.2f}x and "
-                     f"{_ratio(separate, one, 'peak_rss_mb'):.2f}x, at "
-                     f"{_fmt(_ratio(separate, two, 'throughput'))}x the shared pool's throughput "
-                     f"(median window {separate['window_s_median']:.2f} s against "
-                     f"{two['window_s_median']:.2f} s)")
+            line += (
+                f"; 2 separate models use {_ratio(separate, one, 'engine_mb'):.2f}x and "
+                f"{_ratio(separate, one, 'peak_rss_mb'):.2f}x, at "
+                f"{_fmt(_ratio(separate, two, 'throughput'))}x the shared pool's throughput "
+                f"(median window {separate['window_s_median']:.2f} s against "
+                f"{two['window_s_median']:.2f} s)"
+            )
         lines.append(line + ".")
     if threads2 is not None:
         lines.append(
@@ -368,7 +409,8 @@ def render(document: dict[str, Any]) -> str:
             f"threads busy (median of the samples; 1 x 1: {one['busy_median']:g}) and uses "
             f"{threads2['cores_used']:.2f} cores; a window decodes "
             f"{_fmt(_ratio(one, threads2, 'window_s_median'))}x as fast as with 1 thread. "
-            "workers x threads beyond the cores (2 x 2 here) oversubscribes them.")
+            "workers x threads beyond the cores (2 x 2 here) oversubscribes them."
+        )
     lines.append("- Output: " + _outputs(results))
     lines += _projection(results)
     return "\n".join(lines) + "\n"
@@ -389,14 +431,17 @@ def _projection(results: list[dict]) -> list[str]:
         ("4 x 1", core * 4 * per_worker**2, one["engine_mb"] + 3 * state_mb),
     ]
     lines = [
-        "", "### Projection for a Raspberry Pi 4 (4 cores) — not measured", "",
+        "",
+        "### Projection for a Raspberry Pi 4 (4 cores) — not measured",
+        "",
         f"**A projection, not a measurement**: this machine's 1 x 1 throughput times an "
         f"*assumed* {PI4_CORE_FACTOR} per-core speed of a Cortex-A72 against this CPU, "
         f"times 4 cores, times the scaling efficiency measured here for each doubling of "
         f"workers ({per_worker:.2f}) or threads ({per_thread:.2f}). The Pi's shared memory "
         "bandwidth may scale worse. Engine memory: this run's model plus one measured state "
         "per worker (the buffers are the same size on ARM). Replace with "
-        "`appliance bench parallel` run on the Pi.", "",
+        "`python -m benchmarks.parallel` run on the Pi.",
+        "",
         "| workers x threads | projected throughput (audio s / s) | projected engine MB |",
         "| --- | ---: | ---: |",
     ]
@@ -404,35 +449,52 @@ def _projection(results: list[dict]) -> list[str]:
     return lines
 
 
-def add_parser(benchmarks: Any) -> None:
-    """Add `parallel` to the `appliance bench` subparsers."""
-    parser = benchmarks.add_parser(
-        "parallel", help="workers x threads: throughput, memory, parallel or queued, threads busy")
-    parser.add_argument("--model", default="tiny.en", help="installed model name, NAME-QUANT "
-                        "or a ggml file path (default tiny.en)")
+def parser() -> argparse.ArgumentParser:
+    """`python -m benchmarks.parallel`'s options."""
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.parallel",
+        description="workers x threads: throughput, memory, parallel or queued, threads busy",
+    )
+    parser.add_argument(
+        "--model",
+        default="tiny.en",
+        help="installed model name, NAME-QUANT or a ggml file path (default tiny.en)",
+    )
     parser.add_argument("--dir", help="models folder (default: as for `appliance models`)")
-    parser.add_argument("--manifest", default=str(MANIFEST),
-                        help=f"clips manifest; its English clips are decoded (default {MANIFEST})")
-    parser.add_argument("--output", metavar="FILE.md", help="replace or append the "
-                        f"'{SECTION[3:]}' section of FILE.md (e.g. docs/benchmarks.md)")
+    parser.add_argument(
+        "--manifest",
+        default=str(MANIFEST),
+        help=f"clips manifest; its English clips are decoded (default {MANIFEST})",
+    )
+    parser.add_argument(
+        "--output",
+        metavar="FILE.md",
+        help=f"replace or append the '{SECTION[3:]}' section of FILE.md (e.g. docs/benchmarks.md)",
+    )
     parser.add_argument("--json", metavar="FILE", help="also write the raw results as JSON")
-    parser.add_argument("--repeat", type=int, default=1, choices=range(1, 10), metavar="N",
-                        help="run all configurations N times, report the round least "
-                        "disturbed by other processes (default 1)")
-    parser.set_defaults(func=run)
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        choices=range(1, 10),
+        metavar="N",
+        help="run all configurations N times, report the round least "
+        "disturbed by other processes (default 1)",
+    )
+    return parser
 
 
 def run(args: argparse.Namespace) -> int:
-    """`appliance bench parallel`: each configuration in a fresh process, then the report."""
-    from .models import catalog, store
+    """Each configuration in a fresh process, then the report."""
+    from appliance import paths
+    from appliance.models import catalog, store
 
     manifest = Path(args.manifest)
     if not manifest.is_file():
         raise UsageError(f"{manifest}: no such manifest (run from the checkout or pass --manifest)")
-    directory = Path(args.dir) if args.dir else store.default_dir()
+    directory = Path(args.dir) if args.dir else paths.models_dir()
     model = store.resolve(args.model, directory, catalog.DEFAULT_QUANT)
-    command = " ".join(["appliance", "bench", "parallel", *sys.argv[3:]]) \
-        if sys.argv[1:3] == ["bench", "parallel"] else "appliance bench parallel"
+    command = " ".join(["python -m benchmarks.parallel", *sys.argv[1:]])
     began = time.perf_counter()
     machine = _machine()
     rounds: list[list[dict[str, Any]]] = []
@@ -441,18 +503,24 @@ def run(args: argparse.Namespace) -> int:
     for round_ in range(1, args.repeat + 1):
         rounds.append([])
         for config in CONFIGS:
-            print(f"bench parallel: round {round_}/{args.repeat}: {config.name} ...",
-                  file=sys.stderr, flush=True)
+            print(
+                f"bench parallel: round {round_}/{args.repeat}: {config.name} ...",
+                file=sys.stderr,
+                flush=True,
+            )
             spec = {"config": asdict(config), "model": str(model), "manifest": str(manifest)}
             r = _run_child(spec)
-            print(f"bench parallel: {config.name}: {r['throughput']:.1f} audio s/s, peak RSS "
-                  f"{r['peak_rss_mb']:.0f} MB, others {r['others_cores']:.2f} cores",
-                  file=sys.stderr, flush=True)
+            print(
+                f"bench parallel: {config.name}: {r['throughput']:.1f} audio s/s, peak RSS "
+                f"{r['peak_rss_mb']:.0f} MB, others {r['others_cores']:.2f} cores",
+                file=sys.stderr,
+                flush=True,
+            )
             rounds[-1].append(r)
     results = min(rounds, key=lambda runs: max(r["others_cores"] for r in runs))
     document = {
         "command": command,
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "took_s": time.perf_counter() - began,
         "model": model.name,
         "repeat": args.repeat,
@@ -473,10 +541,15 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str]) -> int:
-    """Child entry point: measure the configuration in argv[0], write JSON to argv[1]."""
-    result = measure(json.loads(argv[0]))
-    Path(argv[1]).write_text(json.dumps(result))
-    return 0
+    """The benchmark; or, as a child (SPEC-JSON RESULT-FILE), measure one configuration."""
+    if len(argv) == 2 and argv[0].startswith("{"):
+        Path(argv[1]).write_text(json.dumps(measure(json.loads(argv[0]))))
+        return 0
+    try:
+        return run(parser().parse_args(argv))
+    except UsageError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

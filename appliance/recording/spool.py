@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .audio import SAMPLE_RATE, pcm16_to_float
-from .errors import ApplianceError, AudioError
+from appliance.errors import ApplianceError, AudioError
+from appliance.recording.audio import SAMPLE_RATE, pcm16_to_float
 
 _BYTES_PER_SAMPLE = 2
 
@@ -34,7 +34,7 @@ class Spool:
         self._dirty = False
 
     @classmethod
-    def create(cls, path: Path, sync_interval_s: float = 1.0) -> "Spool":
+    def create(cls, path: Path, sync_interval_s: float = 1.0) -> Spool:
         """A new, empty spool file (0600) in a 0700 folder; an existing file is never truncated."""
         spool = cls._open(Path(path), os.O_CREAT | os.O_EXCL, sync_interval_s)
         # A new file's name is only durable once its folder is synced too.
@@ -50,7 +50,7 @@ class Spool:
         return spool
 
     @classmethod
-    def resume(cls, path: Path, sync_interval_s: float = 1.0) -> "Spool":
+    def resume(cls, path: Path, sync_interval_s: float = 1.0) -> Spool:
         """Reopen a spool after a crash, dropping half a sample left by a torn write."""
         spool = cls._open(Path(path), 0, sync_interval_s)
         if spool._bytes % _BYTES_PER_SAMPLE:
@@ -59,13 +59,14 @@ class Spool:
                 os.ftruncate(spool._fd, spool._bytes)
             except OSError as err:
                 spool.close()
-                raise SpoolError(f"{spool.path}: cannot drop a torn half sample: "
-                                 f"{err.strerror}") from err
+                raise SpoolError(
+                    f"{spool.path}: cannot drop a torn half sample: {err.strerror}"
+                ) from err
             spool._dirty = True
         return spool
 
     @classmethod
-    def _open(cls, path: Path, flags: int, sync_interval_s: float) -> "Spool":
+    def _open(cls, path: Path, flags: int, sync_interval_s: float) -> Spool:
         try:
             path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             fd = os.open(path, os.O_WRONLY | os.O_APPEND | flags, 0o600)
@@ -84,16 +85,16 @@ class Spool:
         """Write PCM16 bytes straight to the file; fsync when the interval has passed."""
         if len(pcm) % _BYTES_PER_SAMPLE:
             # Half a sample would shift every later sample by a byte: noise from then on.
-            raise AudioError(f"{self.path}: PCM16 data must have an even number of bytes, "
-                             f"got {len(pcm)}")
+            raise AudioError(
+                f"{self.path}: PCM16 data must have an even number of bytes, got {len(pcm)}"
+            )
         try:
             written = 0
             view = memoryview(pcm)
             while written < len(pcm):
                 written += os.write(self._fd, view[written:])
         except OSError as err:
-            raise SpoolError(f"{self.path}: cannot write the audio spool: {err.strerror}") \
-                from err
+            raise SpoolError(f"{self.path}: cannot write the audio spool: {err.strerror}") from err
         self._bytes += len(pcm)
         self._dirty = True
         if time.monotonic() - self._synced_at >= self._sync_interval_s:
@@ -105,8 +106,9 @@ class Spool:
             try:
                 os.fsync(self._fd)
             except OSError as err:
-                raise SpoolError(f"{self.path}: cannot sync the audio spool: {err.strerror}") \
-                    from err
+                raise SpoolError(
+                    f"{self.path}: cannot sync the audio spool: {err.strerror}"
+                ) from err
             self._dirty = False
         self._synced_at = time.monotonic()
 
@@ -120,7 +122,7 @@ class Spool:
             os.close(self._fd)
             self._fd = -1
 
-    def __enter__(self) -> "Spool":
+    def __enter__(self) -> Spool:
         return self
 
     def __exit__(self, *exc: object) -> None:

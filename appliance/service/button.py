@@ -4,24 +4,33 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
-from .config import ButtonConfig
+from appliance.config import ButtonConfig
 
 _LOGGER = logging.getLogger(__name__)
 
 IDLE, RECORDING, BUSY, ERROR = "idle", "recording", "busy", "error"
 # LED pattern per appliance state: (on seconds, off seconds), None = steady.
 _PATTERNS: dict[str, tuple[float, float] | None] = {
-    RECORDING: None, BUSY: (0.5, 0.5), ERROR: (0.1, 0.1)}
+    RECORDING: None,
+    BUSY: (0.5, 0.5),
+    ERROR: (0.1, 0.1),
+}
 
 
 class Panel:
     """Button presses and holds handed to the event loop; the LED showing the state."""
 
-    def __init__(self, config: ButtonConfig, loop: asyncio.AbstractEventLoop,
-                 on_press: Callable[[], Any], on_hold: Callable[[], Any],
-                 pin_factory: Any = None) -> None:
+    def __init__(
+        self,
+        config: ButtonConfig,
+        loop: asyncio.AbstractEventLoop,
+        on_press: Callable[[], Any],
+        on_hold: Callable[[], Any],
+        pin_factory: Any = None,
+    ) -> None:
         self._loop = loop
         self._on_press = on_press
         self._on_hold = on_hold
@@ -33,8 +42,9 @@ class Panel:
         from gpiozero import LED, Button  # gpiozero probes pin drivers at import; only if used
 
         if config.pin >= 0:
-            self.button = Button(config.pin, hold_time=config.hold_s, bounce_time=0.05,
-                                 pin_factory=pin_factory)
+            self.button = Button(
+                config.pin, hold_time=config.hold_s, bounce_time=0.05, pin_factory=pin_factory
+            )
             self.button.when_held = self._held_down
             self.button.when_released = self._released
         if config.led_pin >= 0:

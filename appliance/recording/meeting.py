@@ -5,20 +5,21 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import AsyncIterator, Protocol, Sequence
+from typing import Protocol
 
 import numpy as np
 
-from . import spool as spool_file
-from .audio import SAMPLE_RATE, float_to_pcm16
-from .spool import Spool
-from .store import FINISHING, Database, Meeting
-from .transcribe import SEPARATOR_S
-from .transcript import Gap, Segment
-from .vad import Segmenter, SpeechSegment
-from .window import WINDOW_S
+from appliance.engine.transcriber import SEPARATOR_S
+from appliance.engine.windows import WINDOW_S
+from appliance.recording import spool as spool_file
+from appliance.recording.audio import SAMPLE_RATE, float_to_pcm16
+from appliance.recording.segmenter import Segmenter, SpeechSegment
+from appliance.recording.spool import Spool
+from appliance.store import FINISHING, Database, Meeting
+from appliance.transcript import Gap, Segment
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -41,8 +42,9 @@ class Source(Protocol):
 class Engine(Protocol):
     """A blocking transcriber of speech segments (Transcriber, or a pool of workers)."""
 
-    def transcribe(self, segments: Sequence[SpeechSegment], language: str | None
-                   ) -> list[Segment]: ...
+    def transcribe(
+        self, segments: Sequence[SpeechSegment], language: str | None
+    ) -> list[Segment]: ...
 
 
 @dataclass
@@ -80,9 +82,18 @@ class SpoolReplay:
 class Recording:
     """Runs one meeting until its source ends and every segment is transcribed and stored."""
 
-    def __init__(self, meeting: Meeting, db: Database, source: Source, engine: Engine,
-                 segmenter: Segmenter, spool_path: Path, spool: Spool | None = None,
-                 offset_s: float = 0.0, queue_segments: int = 8) -> None:
+    def __init__(
+        self,
+        meeting: Meeting,
+        db: Database,
+        source: Source,
+        engine: Engine,
+        segmenter: Segmenter,
+        spool_path: Path,
+        spool: Spool | None = None,
+        offset_s: float = 0.0,
+        queue_segments: int = 8,
+    ) -> None:
         self.meeting = meeting
         self.db = db
         self.source = source
@@ -124,8 +135,13 @@ class Recording:
         try:
             async for item in self.source.stream():
                 if isinstance(item, Gap):
-                    _LOGGER.info("meeting %d: gap %.1f-%.1f s (%s)", self.meeting.id,
-                                 item.start_s, item.end_s, item.reason)
+                    _LOGGER.info(
+                        "meeting %d: gap %.1f-%.1f s (%s)",
+                        self.meeting.id,
+                        item.start_s,
+                        item.end_s,
+                        item.reason,
+                    )
                     self.db.add_gap(self.meeting.id, item)
                     continue
                 if self.spool is not None:
@@ -152,13 +168,15 @@ class Recording:
         if self._in_memory >= self.queue_segments:
             samples = None  # a full queue spools: the samples are read back from disk later
             if not self._behind_logged:
-                _LOGGER.warning("meeting %d: transcription is behind; backlog kept on disk",
-                                self.meeting.id)
+                _LOGGER.warning(
+                    "meeting %d: transcription is behind; backlog kept on disk", self.meeting.id
+                )
                 self._behind_logged = True
         else:
             self._in_memory += 1
-        self._pending.append(_Pending(segment.start_s + self.offset_s,
-                                      segment.end_s + self.offset_s, samples))
+        self._pending.append(
+            _Pending(segment.start_s + self.offset_s, segment.end_s + self.offset_s, samples)
+        )
         self._wake.set()
 
     def _window_size(self) -> int:

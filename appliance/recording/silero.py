@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .models import silero as weights
+from appliance.models import silero as weights
 
 FRAME_SAMPLES = 512  # 32 ms at 16 kHz: the frame the model was trained on
 CONTEXT_SAMPLES = 64  # each frame is scored with the last 64 samples of the one before
@@ -32,12 +32,12 @@ class SileroModel:
             str(weights.verify(model_path)), options, providers=["CPUExecutionProvider"]
         )
 
-    def new_state(self) -> "SileroState":
+    def new_state(self) -> SileroState:
         """A stream's starting point: silence before it."""
         zeros = np.zeros(_STATE_SHAPE, dtype=np.float32)
         return SileroState(zeros, zeros.copy(), np.zeros(CONTEXT_SAMPLES, dtype=np.float32))
 
-    def probabilities(self, frames: np.ndarray, state: "SileroState") -> np.ndarray:
+    def probabilities(self, frames: np.ndarray, state: SileroState) -> np.ndarray:
         """Speech probability of each row of frames (n x 512 float32), continuing state."""
         out = []
         for first in range(0, len(frames), _BLOCK_FRAMES):

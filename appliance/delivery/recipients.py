@@ -8,16 +8,17 @@ import re
 import time
 import urllib.request
 import zoneinfo
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import icalendar
 import recurring_ical_events
 
-from .config import Config
-from .errors import ApplianceError
-from .store import Meeting
+from appliance.config import Config
+from appliance.errors import ApplianceError
+from appliance.store import Meeting
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -103,8 +104,9 @@ def room_time(timestamp: float, zone: zoneinfo.ZoneInfo | None) -> datetime.date
     return datetime.datetime.fromtimestamp(timestamp, zone)
 
 
-def resolve(meeting: Meeting, config: Config,
-            read_calendar: Callable[[str, float], bytes] | None = None) -> Resolution:
+def resolve(
+    meeting: Meeting, config: Config, read_calendar: Callable[[str, float], bytes] | None = None
+) -> Resolution:
     """The meeting's recipients in priority order, each checked against [delivery]."""
     named: list[Recipient] = []
     source = ""
@@ -112,19 +114,25 @@ def resolve(meeting: Meeting, config: Config,
         source, named = FROM_TO, [Recipient(a) for a in meeting.recipients]
     if not named and config.room.calendar:
         try:
-            named = calendar_attendees(config.room.calendar, meeting.started_at,
-                                       room_zone(config.room.timezone), read_calendar)
+            named = calendar_attendees(
+                config.room.calendar,
+                meeting.started_at,
+                room_zone(config.room.timezone),
+                read_calendar,
+            )
             source = FROM_CALENDAR
         except CalendarError as err:
             _LOGGER.warning("meeting %d: %s; using room.default_participants", meeting.id, err)
     if not named and config.room.default_participants:
         source = FROM_DEFAULTS
         named = [Recipient(a) for a in config.room.default_participants]
-    resolution = Resolution(source if named else "",
-                            tuple(_checked(named, config.delivery.allowed_domains)))
+    resolution = Resolution(
+        source if named else "", tuple(_checked(named, config.delivery.allowed_domains))
+    )
     for recipient in resolution.refused:
-        _LOGGER.warning("meeting %d: not sending to %s: %s", meeting.id, recipient.address,
-                        recipient.refused)
+        _LOGGER.warning(
+            "meeting %d: not sending to %s: %s", meeting.id, recipient.address, recipient.refused
+        )
     return resolution
 
 
@@ -155,9 +163,12 @@ def _normalized(address: str) -> str:
     return f"{local}@{domain.lower()}" if at else address
 
 
-def calendar_attendees(source: str, started_at: float, zone: zoneinfo.ZoneInfo | None,
-                       read_calendar: Callable[[str, float], bytes] | None = None
-                       ) -> list[Recipient]:
+def calendar_attendees(
+    source: str,
+    started_at: float,
+    zone: zoneinfo.ZoneInfo | None,
+    read_calendar: Callable[[str, float], bytes] | None = None,
+) -> list[Recipient]:
     """Organizer and attendees of the event under way at started_at; [] when there is none."""
     data = (read_calendar or read_calendar_source)(source, CALENDAR_TIMEOUT_S)
     at = room_time(started_at, zone)
@@ -179,8 +190,9 @@ def read_calendar_source(source: str, timeout_s: float) -> bytes:
     try:
         if not _URL.match(source):
             if "://" in source:
-                raise CalendarError(f"calendar {source}: only a file path or an http(s) URL "
-                                    "is supported")
+                raise CalendarError(
+                    f"calendar {source}: only a file path or an http(s) URL is supported"
+                )
             data = Path(source).read_bytes()
         else:
             data = _download(source, timeout_s)
@@ -221,8 +233,9 @@ def _when(value: Any, zone: zoneinfo.ZoneInfo | None) -> datetime.datetime | Non
     return value
 
 
-def _event_at(events: list[Any], at: datetime.datetime,
-              zone: zoneinfo.ZoneInfo | None) -> Any | None:
+def _event_at(
+    events: list[Any], at: datetime.datetime, zone: zoneinfo.ZoneInfo | None
+) -> Any | None:
     """The event under way at `at` (the latest begun if several), else one starting soon."""
     under_way, upcoming = [], []
     for event in events:

@@ -18,6 +18,6 @@ WINDOW_S = 30.0  # Whisper's window: 1500 positions of 20 ms
 
 def set_window_params(params: Any, threads: int) -> None:
     """Set the per-window fields of whisper_full_params: the binding's object or the ctypes
-    struct of appliance.workers, which name them alike."""
+    struct of appliance.engine.workers, which name them alike."""
     params.n_threads = threads
     params.audio_ctx = 0  # all 1500 positions

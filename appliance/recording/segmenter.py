@@ -18,11 +18,11 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .audio import SAMPLE_RATE, float_to_pcm16, pcm16_to_float
-from .errors import AudioError, UsageError
-from .models import silero as silero_weights
-from .models import store
-from .silero import FRAME_SAMPLES, SileroModel, load
+from appliance import paths
+from appliance.errors import AudioError, UsageError
+from appliance.models import silero as silero_weights
+from appliance.recording.audio import SAMPLE_RATE, float_to_pcm16, pcm16_to_float
+from appliance.recording.silero import FRAME_SAMPLES, SileroModel, load
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -87,7 +87,7 @@ class _Frame(NamedTuple):
 
 def default_model() -> SileroModel:
     """Silero VAD from the default models folder."""
-    return load(silero_weights.path(store.default_dir()))
+    return load(silero_weights.path(paths.models_dir()))
 
 
 class Segmenter:
@@ -130,15 +130,20 @@ class Segmenter:
             raise UsageError(
                 f"max_segment_s must be above 0 and at most {MAX_SEGMENT_S:g}, got {max_segment_s}"
             )
-        self._model = model if isinstance(model, SileroModel) else (
-            load(model) if model is not None else default_model())
+        self._model = (
+            model
+            if isinstance(model, SileroModel)
+            else (load(model) if model is not None else default_model())
+        )
         self.threshold = threshold
         self._pad = _frames(pad_ms / 1000)
         self._min_silence = _frames(min_silence_ms / 1000)
         self._min_speech = _frames(min_speech_ms / 1000)
         self._max_frames = int(max_segment_s / FRAME_S)
         if 2 * (self._pad + 1) > self._max_frames:
-            raise UsageError(f"pad_ms ({pad_ms}) must be under half of max_segment_s ({max_segment_s})")
+            raise UsageError(
+                f"pad_ms ({pad_ms}) must be under half of max_segment_s ({max_segment_s})"
+            )
         self._search = min(_frames(_SPLIT_SEARCH_S), self._max_frames // 2)
         self._reset()
 
@@ -191,7 +196,7 @@ class Segmenter:
 
     def _score(self, frames: np.ndarray) -> list[SpeechSegment]:
         completed = []
-        for samples, probability in zip(frames, self._detector.probabilities(frames)):
+        for samples, probability in zip(frames, self._detector.probabilities(frames), strict=True):
             completed += self._step(samples, float(probability))
         return completed
 

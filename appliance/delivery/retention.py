@@ -7,9 +7,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import Config
-from .outbox import Outbox
-from .store import DELIVERING, DONE, Database
+from appliance.config import Config
+from appliance.delivery.outbox import Outbox
+from appliance.store import DELIVERING, DONE, Database
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -27,8 +27,10 @@ class Summary:
     strays: tuple[Path, ...]
 
     def __str__(self) -> str:
-        return (f"deleted the audio of {len(self.audio)} meeting(s), the transcript of "
-                f"{len(self.transcripts)}, and {len(self.strays)} stray outbox file(s)")
+        return (
+            f"deleted the audio of {len(self.audio)} meeting(s), the transcript of "
+            f"{len(self.transcripts)}, and {len(self.strays)} stray outbox file(s)"
+        )
 
 
 def purge(db: Database, config: Config, outbox: Outbox, now: float | None = None) -> Summary:

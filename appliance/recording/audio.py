@@ -13,7 +13,7 @@ import numpy as np
 import soundfile
 import soxr
 
-from .errors import AudioError
+from appliance.errors import AudioError
 
 _LOGGER = logging.getLogger(__name__)
 

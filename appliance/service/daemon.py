@@ -13,27 +13,28 @@ from typing import Any
 
 import numpy as np
 
-from . import retention
-from .button import BUSY, ERROR, IDLE, RECORDING, Panel
-from .capture import FileSource, MicrophoneSource
-from .config import Config
-from .control import ControlServer, Request
-from .errors import UsageError
-from .meeting import Engine, Recording, SpoolReplay
-from .models import silero as silero_weights
-from .models import store as model_store
-from .notify import Notifier
-from .outbox import Outbox
-from .spool import Spool
-from .store import DELIVERING, DONE, FINISHING, UNFINISHED, Database, Meeting
-from .transcribe import DecodeOptions
-from .transcript import FORMATS, render
-from .vad import Segmenter, SpeechSegment
-from .workers import open_transcriber
+from appliance import paths
+from appliance.config import Config
+from appliance.delivery import retention
+from appliance.delivery.outbox import Outbox
+from appliance.engine.transcriber import DecodeOptions
+from appliance.engine.workers import open_transcriber
+from appliance.errors import UsageError
+from appliance.models import silero as silero_weights
+from appliance.models import store as model_store
+from appliance.paths import TEMPLATES_OVERRIDE
+from appliance.recording.capture import FileSource, MicrophoneSource
+from appliance.recording.meeting import Engine, Recording, SpoolReplay
+from appliance.recording.segmenter import Segmenter, SpeechSegment
+from appliance.recording.spool import Spool
+from appliance.service.button import BUSY, ERROR, IDLE, RECORDING, Panel
+from appliance.service.control import ControlServer, Request
+from appliance.service.notify import Notifier
+from appliance.store import DELIVERING, DONE, FINISHING, UNFINISHED, Database, Meeting
+from appliance.transcript import FORMATS, render
 
 _LOGGER = logging.getLogger(__name__)
 
-TEMPLATES_OVERRIDE = Path("/etc/meeting-appliance/templates")
 _PURGE_INTERVAL_S = 24 * 3600.0
 # SIGTERM leaves this long to finish the backlog (the unit's TimeoutStopSec is longer); what
 # is left stays in the spool and is finished by the next start.
@@ -42,11 +43,13 @@ _SHUTDOWN_FINISH_S = 90.0
 
 def load_engine(config: Config) -> Engine:
     """Load the configured model and warm it, so the first meeting does not wait for it."""
-    directory = model_store.configured_dir(config.transcriber.models_dir)
+    directory = paths.models_dir(config.transcriber.models_dir)
     path = model_store.resolve(config.transcriber.model, directory, config.transcriber.quant)
-    options = DecodeOptions(threads=config.transcriber.threads,
-                            beam_size=config.transcriber.beam_size,
-                            prompt=", ".join(config.room.vocabulary))
+    options = DecodeOptions(
+        threads=config.transcriber.threads,
+        beam_size=config.transcriber.beam_size,
+        prompt=", ".join(config.room.vocabulary),
+    )
     engine: Any = open_transcriber(path, options, config.transcriber.workers)
     engine.transcribe([SpeechSegment(0.0, 1.0, np.zeros(16000, dtype=np.float32))], None)
     segmenter(config)  # loads the VAD's weights now: a missing file stops the start, not a meeting
@@ -56,18 +59,28 @@ def load_engine(config: Config) -> Engine:
 def segmenter(config: Config) -> Segmenter:
     """A Segmenter with the [vad] settings."""
     vad = config.vad
-    weights = silero_weights.path(model_store.configured_dir(config.transcriber.models_dir))
-    return Segmenter(weights, threshold=vad.threshold, pad_ms=vad.pad_ms,
-                     min_silence_ms=vad.min_silence_ms, min_speech_ms=vad.min_speech_ms,
-                     max_segment_s=vad.max_segment_s)
+    weights = silero_weights.path(paths.models_dir(config.transcriber.models_dir))
+    return Segmenter(
+        weights,
+        threshold=vad.threshold,
+        pad_ms=vad.pad_ms,
+        min_silence_ms=vad.min_silence_ms,
+        min_speech_ms=vad.min_speech_ms,
+        max_segment_s=vad.max_segment_s,
+    )
 
 
 class Daemon:
     """One meeting at a time, recovered after a crash, delivered through the outbox."""
 
-    def __init__(self, config: Config, engine: Engine | None = None, pin_factory: Any = None,
-                 notifier: Notifier | None = None,
-                 templates_override: Path = TEMPLATES_OVERRIDE) -> None:
+    def __init__(
+        self,
+        config: Config,
+        engine: Engine | None = None,
+        pin_factory: Any = None,
+        notifier: Notifier | None = None,
+        templates_override: Path = TEMPLATES_OVERRIDE,
+    ) -> None:
         self.config = config
         self.engine = engine
         self.notifier = notifier or Notifier()
@@ -89,8 +102,12 @@ class Daemon:
         self.db = Database(self.config.database)
         if self.engine is None:
             self.engine = await asyncio.to_thread(load_engine, self.config)
-        self.outbox = Outbox(self.db, self.config, templates_override=self._templates_override,
-                             on_settled=self._on_settled)
+        self.outbox = Outbox(
+            self.db,
+            self.config,
+            templates_override=self._templates_override,
+            on_settled=self._on_settled,
+        )
         server = ControlServer(self.config.socket, self._handle)
         await server.start()
         self.panel = Panel(self.config.button, loop, self._press, self._hold, self._pin_factory)
@@ -123,8 +140,7 @@ class Daemon:
         """A background task that dies takes the daemon down, so systemd restarts it clean."""
         if task.cancelled() or task.exception() is None:
             return
-        _LOGGER.error("%s failed: %r", task.get_name(), task.exception(),
-                      exc_info=task.exception())
+        _LOGGER.error("%s failed: %r", task.get_name(), task.exception(), exc_info=task.exception())
         self._exit_code = 1
         self._shutdown.set()
 
@@ -139,12 +155,19 @@ class Daemon:
 
     # --- meetings -----------------------------------------------------------------------
 
-    def start_meeting(self, title: str = "", to: tuple[str, ...] = (), language: str = "",
-                      from_file: str = "", speed: float = 0.0) -> Meeting:
+    def start_meeting(
+        self,
+        title: str = "",
+        to: tuple[str, ...] = (),
+        language: str = "",
+        from_file: str = "",
+        speed: float = 0.0,
+    ) -> Meeting:
         """Start recording; UsageError if a meeting is already running or an argument is bad."""
         if self.current is not None:
-            raise UsageError(f"meeting {self.current.meeting.id} is already recording; "
-                             "stop it first")
+            raise UsageError(
+                f"meeting {self.current.meeting.id} is already recording; stop it first"
+            )
         language = language or self.config.room.language
         if from_file:
             if not 0 <= speed <= 1000:
@@ -152,16 +175,27 @@ class Daemon:
             source: Any = FileSource(Path(from_file), speed=speed)
             origin = str(from_file)
         else:
-            source = MicrophoneSource(self.config.audio.device, self.config.audio.retry_max_s,
-                                      self.config.audio.samplerate)
+            source = MicrophoneSource(
+                self.config.audio.device,
+                self.config.audio.retry_max_s,
+                self.config.audio.samplerate,
+            )
             origin = "microphone"
         started = time.time()
-        meeting = self.db.create(title.strip() or self._default_title(started), language,
-                                 tuple(to), origin, started)
+        meeting = self.db.create(
+            title.strip() or self._default_title(started), language, tuple(to), origin, started
+        )
         path = self._spool_path(meeting.id)
-        self.current = Recording(meeting, self.db, source, self.engine, segmenter(self.config),
-                                 path, Spool.create(path),
-                                 queue_segments=self.config.transcriber.queue_segments)
+        self.current = Recording(
+            meeting,
+            self.db,
+            source,
+            self.engine,
+            segmenter(self.config),
+            path,
+            Spool.create(path),
+            queue_segments=self.config.transcriber.queue_segments,
+        )
         self._current_task = self._track(self._record(self.current))
         _LOGGER.info("meeting %d started (%s)", meeting.id, origin)
         self._show()
@@ -243,14 +277,21 @@ class Daemon:
         """Finish meetings a crash or power cut left behind, then hand each to delivery once."""
         for meeting in self.db.meetings(UNFINISHED):
             path = self._spool_path(meeting.id)
-            _LOGGER.warning("meeting %d was left %s; recovering from %s", meeting.id,
-                            meeting.state, path)
+            _LOGGER.warning(
+                "meeting %d was left %s; recovering from %s", meeting.id, meeting.state, path
+            )
             self.db.set_state(meeting.id, FINISHING)
             if path.exists():
-                replay = Recording(meeting, self.db, SpoolReplay(path, meeting.transcribed_s),
-                                   self.engine, segmenter(self.config), path,
-                                   offset_s=meeting.transcribed_s,
-                                   queue_segments=self.config.transcriber.queue_segments)
+                replay = Recording(
+                    meeting,
+                    self.db,
+                    SpoolReplay(path, meeting.transcribed_s),
+                    self.engine,
+                    segmenter(self.config),
+                    path,
+                    offset_s=meeting.transcribed_s,
+                    queue_segments=self.config.transcriber.queue_segments,
+                )
                 await self._track(replay.run())
             else:
                 self.db.set_state(meeting.id, FINISHING, error="audio spool missing")
@@ -332,9 +373,13 @@ class Daemon:
     async def _handle(self, request: Request) -> dict[str, Any]:
         args = request.args
         if request.command == "start":
-            meeting = self.start_meeting(args.get("title", ""), tuple(args.get("to", ())),
-                                         args.get("language", ""), args.get("from_file", ""),
-                                         args.get("speed", 0.0))
+            meeting = self.start_meeting(
+                args.get("title", ""),
+                tuple(args.get("to", ())),
+                args.get("language", ""),
+                args.get("from_file", ""),
+                args.get("speed", 0.0),
+            )
             return {"meeting": meeting.to_json()}
         if request.command == "stop":
             return {"meeting": (await self.stop_meeting(args.get("wait", False))).to_json()}

@@ -10,10 +10,10 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from . import config as config_file
-from .control import ControlError, request
-from .errors import UsageError
-from .transcript import FORMATS
+from appliance import config as config_file
+from appliance.errors import UsageError
+from appliance.service.control import ControlError, request
+from appliance.transcript import FORMATS
 
 _WAIT_TIMEOUT_S = 3600.0  # `stop --wait` on a long backlog
 
@@ -28,8 +28,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print(f"# effective config from {config.source}")
         print(config.to_toml(), end="")
         return 0
-    from .daemon import Daemon  # the engine and audio stack load only for the daemon
-    from .notify import setup_logging
+    from appliance.service.daemon import (
+        Daemon,  # the engine and audio stack load only for the daemon
+    )
+    from appliance.service.notify import setup_logging
 
     setup_logging(logging.DEBUG if args.verbose else logging.INFO)
     return asyncio.run(Daemon(config).run())
@@ -55,8 +57,12 @@ def _cmd_start(args: argparse.Namespace) -> int:
 
 
 def _cmd_stop(args: argparse.Namespace) -> int:
-    reply = request(_config(args).socket, "stop", timeout_s=_WAIT_TIMEOUT_S if args.wait else 30.0,
-                    wait=args.wait)
+    reply = request(
+        _config(args).socket,
+        "stop",
+        timeout_s=_WAIT_TIMEOUT_S if args.wait else 30.0,
+        wait=args.wait,
+    )
     print(reply["meeting"]["id"])
     return 0
 
@@ -76,8 +82,10 @@ def _cmd_status(args: argparse.Namespace) -> int:
     if meeting:
         print(f"meeting: {meeting['id']} {meeting['title']} ({meeting['state']})")
     if reply["state"] in ("recording", "finishing"):
-        print(f"elapsed: {_duration(reply['elapsed_s'])}, recorded {_duration(reply['audio_s'])}, "
-              f"not yet transcribed {reply['backlog_s']:.1f} s")
+        print(
+            f"elapsed: {_duration(reply['elapsed_s'])}, recorded {_duration(reply['audio_s'])}, "
+            f"not yet transcribed {reply['backlog_s']:.1f} s"
+        )
     if reply.get("last_line"):
         print(f"last line: {reply['last_line']}")
     counts = reply.get("outbox") or {}
@@ -89,7 +97,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
 def _local_db(config: config_file.Config):
     """The state database read directly, for when the daemon is not running."""
-    from .store import Database
+    from appliance.store import Database
 
     if not config.database.exists():
         raise ControlError(f"{config.database} does not exist (no meeting recorded yet)")
@@ -111,8 +119,9 @@ def _cmd_meetings(args: argparse.Namespace) -> int:
         return 0
     for m in meetings:
         started = datetime.datetime.fromtimestamp(m["started_at"]).strftime("%Y-%m-%d %H:%M")
-        print(f"{m['id']:>5}  {started}  {_duration(m['audio_s']):>8}  {m['state']:<10}  "
-              f"{m['title']}")
+        print(
+            f"{m['id']:>5}  {started}  {_duration(m['audio_s']):>8}  {m['state']:<10}  {m['title']}"
+        )
     return 0
 
 
@@ -123,7 +132,7 @@ def _cmd_show(args: argparse.Namespace) -> int:
     except ControlError as err:
         if "not running" not in str(err):
             raise
-        from .transcript import render
+        from appliance.transcript import render
 
         db = _local_db(config)
         if db.meeting(args.id) is None:
@@ -135,8 +144,8 @@ def _cmd_show(args: argparse.Namespace) -> int:
 
 
 def _cmd_purge(args: argparse.Namespace) -> int:
-    from . import retention
-    from .outbox import Outbox
+    from appliance.delivery import retention
+    from appliance.delivery.outbox import Outbox
 
     config = _config(args)
     db = _local_db(config)
@@ -155,30 +164,51 @@ def _duration(seconds: float) -> str:
 def add_commands(commands: Any) -> None:
     """Register the daemon's subcommands on the top-level subparsers."""
     run = commands.add_parser("run", help="run the recorder daemon (systemd starts this)")
-    run.add_argument("--dump-config", action="store_true",
-                     help="print the effective config (secrets masked) and exit")
+    run.add_argument(
+        "--dump-config",
+        action="store_true",
+        help="print the effective config (secrets masked) and exit",
+    )
     run.add_argument("--verbose", action="store_true", help="log at debug level")
     run.set_defaults(func=_cmd_run)
 
     start = commands.add_parser("start", help="start a meeting; prints its id")
     start.add_argument("--title", help="meeting title (default: room name and time)")
-    start.add_argument("--to", action="append", metavar="ADDR",
-                       help="send the transcript to ADDR (repeat for more; default: the room "
-                       "calendar's attendees, else [room] default_participants)")
-    start.add_argument("--language", help="spoken language code, or auto (default: [room] "
-                       "language)")
-    start.add_argument("--from-file", metavar="AUDIO", help="record from an audio file instead "
-                       "of the microphone (e.g. a phone recording)")
+    start.add_argument(
+        "--to",
+        action="append",
+        metavar="ADDR",
+        help="send the transcript to ADDR (repeat for more; default: the room "
+        "calendar's attendees, else [room] default_participants)",
+    )
+    start.add_argument(
+        "--language", help="spoken language code, or auto (default: [room] language)"
+    )
+    start.add_argument(
+        "--from-file",
+        metavar="AUDIO",
+        help="record from an audio file instead of the microphone (e.g. a phone recording)",
+    )
     pace = start.add_mutually_exclusive_group()
-    pace.add_argument("--realtime", action="store_true", help="with --from-file: pace it like a "
-                      "live microphone")
-    pace.add_argument("--speed", type=float, default=0.0, metavar="X", help="with --from-file: "
-                      "pace it at X times real time (default: as fast as it is transcribed)")
+    pace.add_argument(
+        "--realtime", action="store_true", help="with --from-file: pace it like a live microphone"
+    )
+    pace.add_argument(
+        "--speed",
+        type=float,
+        default=0.0,
+        metavar="X",
+        help="with --from-file: "
+        "pace it at X times real time (default: as fast as it is transcribed)",
+    )
     start.set_defaults(func=_cmd_start)
 
     stop = commands.add_parser("stop", help="stop the meeting; prints its id")
-    stop.add_argument("--wait", action="store_true", help="return once the transcript is final "
-                      "and delivery has been tried")
+    stop.add_argument(
+        "--wait",
+        action="store_true",
+        help="return once the transcript is final and delivery has been tried",
+    )
     stop.set_defaults(func=_cmd_stop)
 
     cancel = commands.add_parser("cancel", help="stop and discard the meeting (audio and text)")
@@ -197,6 +227,8 @@ def add_commands(commands: Any) -> None:
     show.add_argument("--format", choices=FORMATS, default="txt", help="output format")
     show.set_defaults(func=_cmd_show)
 
-    purge = commands.add_parser("purge", help="delete audio and transcripts past their keep time "
-                                "(the daemon also does this daily)")
+    purge = commands.add_parser(
+        "purge",
+        help="delete audio and transcripts past their keep time (the daemon also does this daily)",
+    )
     purge.set_defaults(func=_cmd_purge)

@@ -9,16 +9,15 @@ import queue
 import re
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
-from .audio import SAMPLE_RATE
-from .errors import ApplianceError, UsageError
-from .transcribe import (
+from appliance.engine.transcriber import (
     DecodeOptions,
     Transcriber,
     WindowTranscriber,
@@ -26,8 +25,10 @@ from .transcribe import (
     decoded_segments,
     load_context,
 )
-from .transcript import Segment
-from .window import set_window_params
+from appliance.engine.windows import set_window_params
+from appliance.errors import ApplianceError, UsageError
+from appliance.recording.audio import SAMPLE_RATE
+from appliance.transcript import Segment
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -40,10 +41,15 @@ class BindingError(ApplianceError, RuntimeError):
 # sizes and offsets matter; check_layout() compares them with the compiled library at load.
 class _ContextParams(ctypes.Structure):
     _fields_ = [
-        ("use_gpu", ctypes.c_bool), ("flash_attn", ctypes.c_bool), ("gpu_device", ctypes.c_int),
-        ("dtw_token_timestamps", ctypes.c_bool), ("dtw_aheads_preset", ctypes.c_int),
-        ("dtw_n_top", ctypes.c_int), ("dtw_n_heads", ctypes.c_size_t),
-        ("dtw_heads", ctypes.c_void_p), ("dtw_mem_size", ctypes.c_size_t),
+        ("use_gpu", ctypes.c_bool),
+        ("flash_attn", ctypes.c_bool),
+        ("gpu_device", ctypes.c_int),
+        ("dtw_token_timestamps", ctypes.c_bool),
+        ("dtw_aheads_preset", ctypes.c_int),
+        ("dtw_n_top", ctypes.c_int),
+        ("dtw_n_heads", ctypes.c_size_t),
+        ("dtw_heads", ctypes.c_void_p),
+        ("dtw_mem_size", ctypes.c_size_t),
     ]
 
 
@@ -57,9 +63,12 @@ class _BeamSearch(ctypes.Structure):
 
 class _VadParams(ctypes.Structure):
     _fields_ = [
-        ("threshold", ctypes.c_float), ("min_speech_duration_ms", ctypes.c_int),
-        ("min_silence_duration_ms", ctypes.c_int), ("max_speech_duration_s", ctypes.c_float),
-        ("speech_pad_ms", ctypes.c_int), ("samples_overlap", ctypes.c_float),
+        ("threshold", ctypes.c_float),
+        ("min_speech_duration_ms", ctypes.c_int),
+        ("min_silence_duration_ms", ctypes.c_int),
+        ("max_speech_duration_s", ctypes.c_float),
+        ("speech_pad_ms", ctypes.c_int),
+        ("samples_overlap", ctypes.c_float),
     ]
 
 
@@ -68,26 +77,63 @@ _B, _I, _F, _P, _S = ctypes.c_bool, ctypes.c_int, ctypes.c_float, ctypes.c_void_
 
 class _FullParams(ctypes.Structure):
     _fields_ = [
-        ("strategy", _I), ("n_threads", _I), ("n_max_text_ctx", _I), ("offset_ms", _I),
-        ("duration_ms", _I), ("translate", _B), ("no_context", _B), ("no_timestamps", _B),
-        ("single_segment", _B), ("print_special", _B), ("print_progress", _B),
-        ("print_realtime", _B), ("print_timestamps", _B), ("token_timestamps", _B),
-        ("thold_pt", _F), ("thold_ptsum", _F), ("max_len", _I), ("split_on_word", _B),
-        ("max_tokens", _I), ("debug_mode", _B), ("audio_ctx", _I), ("tdrz_enable", _B),
-        ("suppress_regex", _S), ("initial_prompt", _S), ("carry_initial_prompt", _B),
-        ("prompt_tokens", _P), ("prompt_n_tokens", _I), ("language", _S),
-        ("detect_language", _B), ("suppress_blank", _B), ("suppress_nst", _B),
-        ("temperature", _F), ("max_initial_ts", _F), ("length_penalty", _F),
-        ("temperature_inc", _F), ("entropy_thold", _F), ("logprob_thold", _F),
-        ("no_speech_thold", _F), ("greedy", _Greedy), ("beam_search", _BeamSearch),
-        ("new_segment_callback", _P), ("new_segment_callback_user_data", _P),
-        ("progress_callback", _P), ("progress_callback_user_data", _P),
-        ("encoder_begin_callback", _P), ("encoder_begin_callback_user_data", _P),
-        ("abort_callback", _P), ("abort_callback_user_data", _P),
-        ("logits_filter_callback", _P), ("logits_filter_callback_user_data", _P),
-        ("grammar_rules", _P), ("n_grammar_rules", ctypes.c_size_t),
-        ("i_start_rule", ctypes.c_size_t), ("grammar_penalty", _F), ("vad", _B),
-        ("vad_model_path", _S), ("vad_params", _VadParams),
+        ("strategy", _I),
+        ("n_threads", _I),
+        ("n_max_text_ctx", _I),
+        ("offset_ms", _I),
+        ("duration_ms", _I),
+        ("translate", _B),
+        ("no_context", _B),
+        ("no_timestamps", _B),
+        ("single_segment", _B),
+        ("print_special", _B),
+        ("print_progress", _B),
+        ("print_realtime", _B),
+        ("print_timestamps", _B),
+        ("token_timestamps", _B),
+        ("thold_pt", _F),
+        ("thold_ptsum", _F),
+        ("max_len", _I),
+        ("split_on_word", _B),
+        ("max_tokens", _I),
+        ("debug_mode", _B),
+        ("audio_ctx", _I),
+        ("tdrz_enable", _B),
+        ("suppress_regex", _S),
+        ("initial_prompt", _S),
+        ("carry_initial_prompt", _B),
+        ("prompt_tokens", _P),
+        ("prompt_n_tokens", _I),
+        ("language", _S),
+        ("detect_language", _B),
+        ("suppress_blank", _B),
+        ("suppress_nst", _B),
+        ("temperature", _F),
+        ("max_initial_ts", _F),
+        ("length_penalty", _F),
+        ("temperature_inc", _F),
+        ("entropy_thold", _F),
+        ("logprob_thold", _F),
+        ("no_speech_thold", _F),
+        ("greedy", _Greedy),
+        ("beam_search", _BeamSearch),
+        ("new_segment_callback", _P),
+        ("new_segment_callback_user_data", _P),
+        ("progress_callback", _P),
+        ("progress_callback_user_data", _P),
+        ("encoder_begin_callback", _P),
+        ("encoder_begin_callback_user_data", _P),
+        ("abort_callback", _P),
+        ("abort_callback_user_data", _P),
+        ("logits_filter_callback", _P),
+        ("logits_filter_callback_user_data", _P),
+        ("grammar_rules", _P),
+        ("n_grammar_rules", ctypes.c_size_t),
+        ("i_start_rule", ctypes.c_size_t),
+        ("grammar_penalty", _F),
+        ("vad", _B),
+        ("vad_model_path", _S),
+        ("vad_params", _VadParams),
     ]
 
 
@@ -117,15 +163,21 @@ def check_layout(lib: ctypes.CDLL, pw: Any) -> None:
     pairs = [(lib.whisper_context_default_params_by_ref(), pw.whisper_context_default_params())]
     strategy = pw.whisper_sampling_strategy
     for which in (strategy.WHISPER_SAMPLING_GREEDY, strategy.WHISPER_SAMPLING_BEAM_SEARCH):
-        pairs.append((lib.whisper_full_default_params_by_ref(int(which)),
-                      pw.whisper_full_default_params(which)))
+        pairs.append(
+            (
+                lib.whisper_full_default_params_by_ref(int(which)),
+                pw.whisper_full_default_params(which),
+            )
+        )
     try:
         for pointer, theirs in pairs:
             ours = pointer.contents
             size = ctypes.sizeof(ours)
             if usable is not None and not size <= usable(pointer) < size + 16:
-                raise BindingError(f"{type(ours).__name__.strip('_')}: {usable(pointer)} bytes "
-                                   f"allocated, {size} expected")
+                raise BindingError(
+                    f"{type(ours).__name__.strip('_')}: {usable(pointer)} bytes "
+                    f"allocated, {size} expected"
+                )
             for name, _ in ours._fields_:
                 try:
                     expected = getattr(theirs, name)
@@ -134,10 +186,13 @@ def check_layout(lib: ctypes.CDLL, pw: Any) -> None:
                 if name in ("suppress_regex", "initial_prompt", "prompt_tokens", "vad_model_path"):
                     continue  # the binding shows a missing pointer as "" or ()
                 if _plain(getattr(ours, name)) != _plain(expected):
-                    raise BindingError(f"{type(ours).__name__.strip('_')}.{name} is not where "
-                                       "whisper.h 1.8.5 puts it")
-            if isinstance(ours, _FullParams) and (ours.grammar_penalty != 100.0
-                                                  or ours.vad_params.speech_pad_ms != 30):
+                    raise BindingError(
+                        f"{type(ours).__name__.strip('_')}.{name} is not where "
+                        "whisper.h 1.8.5 puts it"
+                    )
+            if isinstance(ours, _FullParams) and (
+                ours.grammar_penalty != 100.0 or ours.vad_params.speech_pad_ms != 30
+            ):
                 raise BindingError("whisper_full_params ends differently from whisper.h 1.8.5")
     finally:
         lib.whisper_free_context_params(pairs[0][0])
@@ -323,48 +378,65 @@ class TranscriberPool(WindowTranscriber):
         except BindingError as err:
             if shared_weights:
                 raise
-            _LOGGER.warning("workers cannot share weights with this whisper.cpp build (%s): "
-                            "each of %d loads the model", err, workers)
+            _LOGGER.warning(
+                "workers cannot share weights with this whisper.cpp build (%s): "
+                "each of %d loads the model",
+                err,
+                workers,
+            )
             binding = None
         self.shared_weights = binding is not None
         try:
             if binding is not None:
                 context = _ContextParams.from_buffer_copy(
-                    binding.lib.whisper_context_default_params_by_ref().contents)
+                    binding.lib.whisper_context_default_params_by_ref().contents
+                )
                 context.flash_attn = True  # as Transcriber
                 self._context = load_context(
-                    model_path, lambda: binding.lib.whisper_init_from_file_with_params_no_state(
-                        str(model_path).encode(), context))
+                    model_path,
+                    lambda: binding.lib.whisper_init_from_file_with_params_no_state(
+                        str(model_path).encode(), context
+                    ),
+                )
                 for _ in range(workers):
-                    self._decoders.append(
-                        _StateDecoder(binding, self._context, options))
+                    self._decoders.append(_StateDecoder(binding, self._context, options))
             else:
                 for _ in range(workers):
                     self._decoders.append(_ModelDecoder(model_path, options))
         except BaseException:
             self._free()
             raise
-        self._jobs: queue.SimpleQueue[tuple[Future, np.ndarray, str, int] | None] = \
+        self._jobs: queue.SimpleQueue[tuple[Future, np.ndarray, str, int] | None] = (
             queue.SimpleQueue()
+        )
         self._closed = False
         self._closing = threading.Lock()
         self._threads = [
-            threading.Thread(target=self._work, args=(i, d), name=f"whisper-worker-{i}",
-                             daemon=True)
+            threading.Thread(
+                target=self._work, args=(i, d), name=f"whisper-worker-{i}", daemon=True
+            )
             for i, d in enumerate(self._decoders)
         ]
         for thread in self._threads:
             thread.start()
-        _LOGGER.info("loaded %s: %d workers x %d threads, %s", model_path.name, workers,
-                     self.threads, "shared weights" if self.shared_weights else "a model each")
+        _LOGGER.info(
+            "loaded %s: %d workers x %d threads, %s",
+            model_path.name,
+            workers,
+            self.threads,
+            "shared weights" if self.shared_weights else "a model each",
+        )
 
     def worker_info(self) -> list[WorkerInfo]:
         """One entry per worker, in worker order."""
-        return [WorkerInfo(i, t, d.threads, d.state, self._context)
-                for i, (t, d) in enumerate(zip(self._threads, self._decoders))]
+        return [
+            WorkerInfo(i, t, d.threads, d.state, self._context)
+            for i, (t, d) in enumerate(zip(self._threads, self._decoders, strict=False))
+        ]
 
-    def submit(self, samples: np.ndarray, language: str | None = None,
-               threads: int | None = None) -> Future[list[Segment]]:
+    def submit(
+        self, samples: np.ndarray, language: str | None = None, threads: int | None = None
+    ) -> Future[list[Segment]]:
         """Queue one window (at most 30 s, WINDOW_S from pack(); do not modify it meanwhile) for
         the next free worker, decoded with `threads` threads (default: the pool's per worker).
 
@@ -397,8 +469,11 @@ class TranscriberPool(WindowTranscriber):
                 future.set_exception(err)
                 continue
             if self._on_decoded is not None:
-                self._on_decoded(Decoded(index, started, time.perf_counter(),
-                                         len(samples) / SAMPLE_RATE, threads))
+                self._on_decoded(
+                    Decoded(
+                        index, started, time.perf_counter(), len(samples) / SAMPLE_RATE, threads
+                    )
+                )
             future.set_result(result)
 
     def close(self) -> None:

@@ -6,44 +6,49 @@ import email.policy
 import logging
 import os
 import re
-import sys
 import traceback
+from collections.abc import Sequence
 from dataclasses import dataclass
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.parser import BytesParser
 from email.utils import format_datetime, make_msgid
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import jinja2
 import jinja2.meta
 
-from .config import Config
-from .errors import ApplianceError
-from .recipients import Recipient, room_time, room_zone
-from .store import Meeting
-from .transcript import Gap, Segment, Transcript, render as render_transcript
+from appliance.config import Config
+from appliance.delivery.recipients import Recipient, room_time, room_zone
+from appliance.errors import ApplianceError
+from appliance.paths import TEMPLATES_OVERRIDE, builtin_templates
+from appliance.store import Meeting
+from appliance.transcript import Gap, Segment, Transcript
+from appliance.transcript import render as render_transcript
 
 _LOGGER = logging.getLogger(__name__)
 
 SUBJECT, BODY_TEXT, BODY_HTML = "subject.txt.j2", "body.txt.j2", "body.html.j2"
 TEMPLATE_NAMES = (SUBJECT, BODY_TEXT, BODY_HTML)
-def _builtin_dir() -> Path:
-    """templates/ of a source checkout, else the copy pip installed under the prefix."""
-    checkout = Path(__file__).resolve().parent.parent / "templates"
-    return checkout if checkout.is_dir() else Path(sys.prefix) / "share/meeting-appliance/templates"
-
-
-BUILTIN_DIR = _builtin_dir()
-DEFAULT_OVERRIDE_DIR = Path("/etc/meeting-appliance/templates")
 # (file name, transcript.render format, MIME subtype of text/*)
-ATTACHMENTS = (("transcript.txt", "txt", "plain"), ("transcript.srt", "srt", "plain"),
-               ("transcript.vtt", "vtt", "vtt"))
+ATTACHMENTS = (
+    ("transcript.txt", "txt", "plain"),
+    ("transcript.srt", "srt", "plain"),
+    ("transcript.vtt", "vtt", "vtt"),
+)
 # 7bit: non-ASCII bodies go quoted-printable or base64, so no relay needs 8BITMIME.
 _POLICY = email.policy.SMTP.clone(cte_type="7bit")
-_HEADERS = ("subject", "from", "to", "date", "message-id", "auto-submitted", "mime-version",
-            "content-type")
+_HEADERS = (
+    "subject",
+    "from",
+    "to",
+    "date",
+    "message-id",
+    "auto-submitted",
+    "mime-version",
+    "content-type",
+)
 _CONTROL = re.compile(r"[\x00-\x1f\x7f\x85\u2028\u2029]")
 
 
@@ -74,8 +79,9 @@ def make_message_id(meeting_id: int, sender: str) -> str:
     return make_msgid(idstring=f"meeting-{meeting_id}", domain=sender.rpartition("@")[2])
 
 
-def context(config: Config, meeting: Meeting, transcript: Transcript,
-            recipients: Sequence[Recipient]) -> dict[str, Any]:
+def context(
+    config: Config, meeting: Meeting, transcript: Transcript, recipients: Sequence[Recipient]
+) -> dict[str, Any]:
     """The variables every template gets (documented in templates/README.md)."""
     zone = room_zone(config.room.timezone)
     start = room_time(meeting.started_at, zone)
@@ -114,14 +120,15 @@ def _duration(seconds: float) -> str:
 
 def _lines(transcript: Transcript) -> list[dict[str, Any]]:
     """Speech and gaps in time order, a gap before speech starting with it."""
-    items: list[tuple[float, int, Segment | Gap]] = [
-        (g.start_s, 0, g) for g in transcript.gaps] + [
-        (s.start_s, 1, s) for s in transcript.segments if s.text.split()]
+    items: list[tuple[float, int, Segment | Gap]] = [(g.start_s, 0, g) for g in transcript.gaps] + [
+        (s.start_s, 1, s) for s in transcript.segments if s.text.split()
+    ]
     lines = []
     for start_s, is_speech, item in sorted(items, key=lambda i: (i[0], i[1])):
         text = " ".join((item.text if is_speech else item.reason).split())
-        lines.append({"at": _clock(start_s), "end": _clock(item.end_s), "text": text,
-                      "gap": not is_speech})
+        lines.append(
+            {"at": _clock(start_s), "end": _clock(item.end_s), "text": text, "gap": not is_speech}
+        )
     return lines
 
 
@@ -141,13 +148,16 @@ def _problem(path: Path, err: BaseException) -> str:
     if isinstance(err, jinja2.TemplateSyntaxError) and err.lineno:
         return f"{path}:{err.lineno}: {err.message}"
     if isinstance(err, UnicodeDecodeError):
-        line = err.object[:err.start].count(b"\n") + 1
+        line = err.object[: err.start].count(b"\n") + 1
         return f"{path}:{line}: not UTF-8 text"
     if isinstance(err, OSError):
         return f"{path}: cannot be read: {err.strerror or err}"
     # jinja2 rewrites tracebacks so a template's frames carry its file name and line.
-    lines = [n for frame, n in traceback.walk_tb(err.__traceback__)
-             if os.path.normpath(frame.f_code.co_filename) == os.path.normpath(path)]
+    lines = [
+        n
+        for frame, n in traceback.walk_tb(err.__traceback__)
+        if os.path.normpath(frame.f_code.co_filename) == os.path.normpath(path)
+    ]
     where = f"{path}:{lines[-1]}" if lines else str(path)
     message = err.message if isinstance(err, jinja2.TemplateError) and err.message else str(err)
     return f"{where}: {message or type(err).__name__}"
@@ -156,15 +166,25 @@ def _problem(path: Path, err: BaseException) -> str:
 class Renderer:
     """Renders one meeting's email, preferring override templates that work."""
 
-    def __init__(self, config: Config, override_dir: Path = DEFAULT_OVERRIDE_DIR,
-                 builtin_dir: Path = BUILTIN_DIR) -> None:
+    def __init__(
+        self,
+        config: Config,
+        override_dir: Path = TEMPLATES_OVERRIDE,
+        builtin_dir: Path | None = None,
+    ) -> None:
         self.config = config
         self.override_dir = Path(override_dir)
-        self._builtin = _environment(builtin_dir)
+        self._builtin = _environment(builtin_dir or builtin_templates())
         self._override = _environment(self.override_dir)
 
-    def render(self, meeting: Meeting, transcript: Transcript,
-               recipients: Sequence[Recipient], message_id: str, now: float) -> Rendered:
+    def render(
+        self,
+        meeting: Meeting,
+        transcript: Transcript,
+        recipients: Sequence[Recipient],
+        message_id: str,
+        now: float,
+    ) -> Rendered:
         """The message for these recipients, as bytes ready for SMTP DATA or a Maildir."""
         values = context(self.config, meeting, transcript, recipients)
         problems: list[str] = []
@@ -172,8 +192,9 @@ class Renderer:
         subject = header_text(subject) or header_text(meeting.title) or "Meeting transcript"
         message = EmailMessage(policy=_POLICY)
         message["Subject"] = subject
-        message["From"] = Address(header_text(self.config.room.name),
-                                  addr_spec=self.config.smtp.from_)
+        message["From"] = Address(
+            header_text(self.config.room.name), addr_spec=self.config.smtp.from_
+        )
         message["To"] = [Address(header_text(r.name), addr_spec=r.address) for r in recipients]
         message["Date"] = format_datetime(room_time(now, room_zone(self.config.room.timezone)))
         message["Message-ID"] = message_id
@@ -182,8 +203,9 @@ class Renderer:
         message.set_content(text)
         message.add_alternative(html, subtype="html")
         for filename, fmt, subtype in ATTACHMENTS:
-            message.add_attachment(render_transcript(transcript, fmt), subtype=subtype,
-                                   filename=filename)
+            message.add_attachment(
+                render_transcript(transcript, fmt), subtype=subtype, filename=filename
+            )
         data = message.as_bytes()
         _check_headers(data, len(recipients))
         return Rendered(data, message_id, subject, tuple(problems))
@@ -206,18 +228,21 @@ class Renderer:
 def _check_headers(data: bytes, recipients: int) -> None:
     """Refuse a message whose header block parses back as anything but what we set."""
     parsed = BytesParser(policy=email.policy.default).parsebytes(data, headersonly=True)
-    names = sorted(k.lower() for k in parsed.keys())
+    names = sorted(k.lower() for k in parsed)
     if names != sorted(_HEADERS) or len(parsed["To"].addresses) != recipients:
         raise RenderError(f"the message headers did not survive serializing: {names}")
 
 
-def check_templates(override_dir: Path = DEFAULT_OVERRIDE_DIR) -> list[str]:
+def check_templates(override_dir: Path = TEMPLATES_OVERRIDE) -> list[str]:
     """Problems with the override templates, one line each naming file and line; [] if none."""
     override_dir = Path(override_dir)
     if not override_dir.is_dir():
         return []
-    problems = [f"{path}: not a template the appliance uses (known: {', '.join(TEMPLATE_NAMES)})"
-                for path in sorted(override_dir.glob("*.j2")) if path.name not in TEMPLATE_NAMES]
+    problems = [
+        f"{path}: not a template the appliance uses (known: {', '.join(TEMPLATE_NAMES)})"
+        for path in sorted(override_dir.glob("*.j2"))
+        if path.name not in TEMPLATE_NAMES
+    ]
     env = _environment(override_dir)
     samples = _samples()
     for name in TEMPLATE_NAMES:
@@ -229,8 +254,7 @@ def check_templates(override_dir: Path = DEFAULT_OVERRIDE_DIR) -> list[str]:
             tree = env.parse(source, name, str(path))
             unknown = _unknown_names(tree, set(samples[0]) | set(env.globals))
             if unknown:
-                problems.extend(f"{path}:{line}: unknown variable {var!r}"
-                                for var, line in unknown)
+                problems.extend(f"{path}:{line}: unknown variable {var!r}" for var, line in unknown)
                 continue
             for values in samples:
                 env.get_template(name).render(values)
@@ -252,11 +276,25 @@ def _unknown_names(tree: jinja2.nodes.Template, known: set[str]) -> list[tuple[s
 def _samples() -> list[dict[str, Any]]:
     """Two contexts to trial-render with: a full meeting and an empty one."""
     config = Config()
-    full = Meeting(1, "Sample meeting", "en", "done", 1_700_000_000.0, 1_700_003_600.0, (),
-                   "microphone", 3600.0, 3600.0, "")
-    transcript = Transcript((Segment(1.0, 4.0, "Hello."),), "en", 3600.0,
-                            (Gap(600.0, 660.0, "microphone lost"),))
+    full = Meeting(
+        1,
+        "Sample meeting",
+        "en",
+        "done",
+        1_700_000_000.0,
+        1_700_003_600.0,
+        (),
+        "microphone",
+        3600.0,
+        3600.0,
+        "",
+    )
+    transcript = Transcript(
+        (Segment(1.0, 4.0, "Hello."),), "en", 3600.0, (Gap(600.0, 660.0, "microphone lost"),)
+    )
     people = [Recipient("a@example.com", "A"), Recipient("b@example.com")]
     empty = Meeting(2, "", "en", "done", 1_700_000_000.0, None, (), "microphone", 0.0, 0.0, "")
-    return [context(config, full, transcript, people),
-            context(config, empty, Transcript((), "en", 0.0), [])]
+    return [
+        context(config, full, transcript, people),
+        context(config, empty, Transcript((), "en", 0.0), []),
+    ]

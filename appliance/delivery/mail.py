@@ -8,14 +8,15 @@ import mailbox
 import os
 import socket
 import ssl
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Mapping, Protocol, Sequence
+from typing import Protocol
 
 import aiosmtplib
 
-from .config import Config, SmtpConfig
-from .errors import ApplianceError
+from appliance.config import Config, SmtpConfig
+from appliance.errors import ApplianceError
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -42,8 +43,9 @@ Record = Callable[[dict[str, Outcome]], None]
 class Sender(Protocol):
     """What the outbox needs from a mailer."""
 
-    async def send(self, data: bytes, sender: str, recipients: Sequence[str],
-                   record: Record | None = None) -> dict[str, Outcome]:
+    async def send(
+        self, data: bytes, sender: str, recipients: Sequence[str], record: Record | None = None
+    ) -> dict[str, Outcome]:
         """Send data to each recipient; record is called as soon as outcomes are known."""
 
 
@@ -68,8 +70,12 @@ def _by_code(code: int, message: str) -> Outcome:
 class Mailer:
     """Sends a message to many recipients in one SMTP session within timeout_s in total."""
 
-    def __init__(self, smtp: SmtpConfig, tls_context: ssl.SSLContext | None = None,
-                 environ: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        smtp: SmtpConfig,
+        tls_context: ssl.SSLContext | None = None,
+        environ: Mapping[str, str] | None = None,
+    ) -> None:
         self.smtp = smtp
         self._tls_context = tls_context
         self._environ = environ
@@ -77,14 +83,19 @@ class Mailer:
     def _client(self) -> aiosmtplib.SMTP:
         security = self.smtp.security
         return aiosmtplib.SMTP(
-            hostname=self.smtp.host, port=self.smtp.port, timeout=self.smtp.timeout_s,
-            use_tls=security == "tls", start_tls=security == "starttls",
+            hostname=self.smtp.host,
+            port=self.smtp.port,
+            timeout=self.smtp.timeout_s,
+            use_tls=security == "tls",
+            start_tls=security == "starttls",
             tls_context=self._tls_context,
             # getfqdn() can wait on reverse DNS that a LAN without a resolver never answers.
-            local_hostname=socket.gethostname())
+            local_hostname=socket.gethostname(),
+        )
 
-    async def send(self, data: bytes, sender: str, recipients: Sequence[str],
-                   record: Record | None = None) -> dict[str, Outcome]:
+    async def send(
+        self, data: bytes, sender: str, recipients: Sequence[str], record: Record | None = None
+    ) -> dict[str, Outcome]:
         """One SMTP session; every recipient ends accepted, temporary or permanent."""
         outcomes: dict[str, Outcome] = {}
 
@@ -103,11 +114,15 @@ class Mailer:
             async with asyncio.timeout(self.smtp.timeout_s):
                 await self._transact(client, data, sender, recipients, decide, stage)
         except TimeoutError:
-            failure = Outcome(TEMPORARY, f"no answer within {self.smtp.timeout_s:g} s "
-                                         f"(during {stage[0]})")
+            failure = Outcome(
+                TEMPORARY, f"no answer within {self.smtp.timeout_s:g} s (during {stage[0]})"
+            )
         except aiosmtplib.SMTPResponseException as err:
-            failure = _by_code(err.code, err.message) if stage[0] == "data" \
+            failure = (
+                _by_code(err.code, err.message)
+                if stage[0] == "data"
                 else Outcome(TEMPORARY, f"{err.code} {err.message} (during {stage[0]})")
+            )
         except (aiosmtplib.SMTPException, OSError) as err:
             failure = Outcome(TEMPORARY, f"{err} (during {stage[0]})")
         else:
@@ -127,8 +142,15 @@ class Mailer:
             raise MailError("smtp.username is set but smtp.password_file is empty")
         return read_password(self.smtp.password_file, self._environ)
 
-    async def _transact(self, client: aiosmtplib.SMTP, data: bytes, sender: str,
-                        recipients: Sequence[str], decide: Record, stage: list[str]) -> None:
+    async def _transact(
+        self,
+        client: aiosmtplib.SMTP,
+        data: bytes,
+        sender: str,
+        recipients: Sequence[str],
+        decide: Record,
+        stage: list[str],
+    ) -> None:
         stage[0] = "auth"
         password = self._password()  # read per send: a fixed file needs no restart
         stage[0] = "connect"
@@ -150,8 +172,7 @@ class Mailer:
         if accepted:
             stage[0] = "data"
             response = await client.data(data)
-            decide({r: Outcome(ACCEPTED, f"{response.code} {response.message}")
-                    for r in accepted})
+            decide({r: Outcome(ACCEPTED, f"{response.code} {response.message}") for r in accepted})
         stage[0] = "quit"
         try:
             await client.quit(timeout=_QUIT_TIMEOUT_S)
@@ -166,8 +187,9 @@ class MaildirMailer:
         self.path = Path(path)
         self.last_path: Path | None = None  # the file the last message went into
 
-    async def send(self, data: bytes, sender: str, recipients: Sequence[str],
-                   record: Record | None = None) -> dict[str, Outcome]:
+    async def send(
+        self, data: bytes, sender: str, recipients: Sequence[str], record: Record | None = None
+    ) -> dict[str, Outcome]:
         """One file for all recipients (one mailbox); a write error is temporary."""
         try:
             path = await asyncio.to_thread(self._deliver, data)

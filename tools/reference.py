@@ -6,16 +6,19 @@ import argparse
 import dataclasses
 import sys
 import textwrap
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
-from . import config
+from appliance import config
 
 MARKDOWN = Path("docs/configuration.md")
 EXAMPLE = Path("deploy/config.example.toml")
 _WIDTH = 99
-_COMMAND = "python -m appliance.reference --markdown docs/configuration.md " \
+_COMMAND = (
+    "python -m tools.reference --markdown docs/configuration.md "
     "--example deploy/config.example.toml"
+)
 
 # Example values for keys whose default is empty or says nothing; every other key's example
 # is its default. tests/test_config.py checks that each one parses and names a real key.
@@ -119,8 +122,11 @@ def _number(value: float) -> str:
 
 def _sections() -> list[tuple[str, str, list[tuple[str, Any, str, dict[str, Any]]]]]:
     """(section, its docstring, [(key, default, doc, rules)]) in the config's own order."""
-    docs = {f.name: (f.default_factory.__doc__ or "").strip()
-            for f in dataclasses.fields(config.Config) if f.name != "source"}
+    docs = {
+        f.name: (f.default_factory.__doc__ or "").strip()
+        for f in dataclasses.fields(config.Config)
+        if f.name != "source"
+    }
     grouped: dict[str, list[tuple[str, Any, str, dict[str, Any]]]] = {}
     for section, key, default, doc, rules in config.describe():
         grouped.setdefault(section, []).append((key, default, doc, rules))
@@ -136,20 +142,37 @@ def _notes(default: Any, rules: dict[str, Any]) -> str:
 
 def markdown() -> str:
     """The configuration reference as Markdown."""
-    out = ["# Configuration", "",
-           f"<!-- Generated from appliance/config.py by `{_COMMAND}`; do not edit. -->", "",
-           _INTRO]
+    out = [
+        "# Configuration",
+        "",
+        f"<!-- Generated from appliance/config.py by `{_COMMAND}`; do not edit. -->",
+        "",
+        _INTRO,
+    ]
     for section, doc, keys in _sections():
-        out += [f"## [{section}]", "", doc, "",
-                "| key | type | default | unit | allowed values | description |",
-                "|---|---|---|---|---|---|"]
+        out += [
+            f"## [{section}]",
+            "",
+            doc,
+            "",
+            "| key | type | default | unit | allowed values | description |",
+            "|---|---|---|---|---|---|",
+        ]
         for key, default, text, rules in keys:
-            cells = [f"`{key}`", type_name(default), f"`{toml_value(default)}`",
-                     unit(key) or "", _notes(default, rules), text]
+            cells = [
+                f"`{key}`",
+                type_name(default),
+                f"`{toml_value(default)}`",
+                unit(key) or "",
+                _notes(default, rules),
+                text,
+            ]
             out.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
         out += ["", "Example:", "", "```toml", f"[{section}]"]
-        out += [f"{key} = {toml_value(example(section, key, default))}"
-                for key, default, _text, _rules in keys]
+        out += [
+            f"{key} = {toml_value(example(section, key, default))}"
+            for key, default, _text, _rules in keys
+        ]
         out += ["```", ""]
     out.append(_SECRETS)
     return "\n".join(out).rstrip("\n") + "\n"
@@ -157,12 +180,15 @@ def markdown() -> str:
 
 def example_config() -> str:
     """The installed config.toml: every key commented out at its default, with its doc."""
-    out = ["# meeting-appliance: /etc/meeting-appliance/config.toml",
-           "#",
-           "# Every key is listed commented out at its default: remove the leading '#' of a",
-           "# key to change it. A missing key keeps its default; an unknown key is an error.",
-           "# `appliance check-config` checks this file; docs/configuration.md describes it.",
-           "# Generated from appliance/config.py by `python -m appliance.reference`.", ""]
+    out = [
+        "# meeting-appliance: /etc/meeting-appliance/config.toml",
+        "#",
+        "# Every key is listed commented out at its default: remove the leading '#' of a",
+        "# key to change it. A missing key keeps its default; an unknown key is an error.",
+        "# `appliance check-config` checks this file; docs/configuration.md describes it.",
+        "# Generated from appliance/config.py by `python -m tools.reference`.",
+        "",
+    ]
     for section, doc, keys in _sections():
         out += [f"# {doc}", f"[{section}]", ""]
         for key, default, text, rules in keys:
@@ -175,8 +201,14 @@ def example_config() -> str:
             if shown != default:
                 notes += f"; e.g. {toml_value(shown)}"
             words = f"{text} ({notes})"
-            out += textwrap.wrap(words, _WIDTH, initial_indent="# ", subsequent_indent="# ",
-                                 break_long_words=False, break_on_hyphens=False)
+            out += textwrap.wrap(
+                words,
+                _WIDTH,
+                initial_indent="# ",
+                subsequent_indent="# ",
+                break_long_words=False,
+                break_on_hyphens=False,
+            )
             out += [f"#{key} = {toml_value(default)}", ""]
     return "\n".join(out).rstrip("\n") + "\n"
 
@@ -197,11 +229,14 @@ def _write_or_check(path: Path, text: str, check: bool) -> bool:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Write (or with --check compare) the reference and the example config."""
-    parser = argparse.ArgumentParser(prog="python -m appliance.reference", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m tools.reference", description=__doc__)
     parser.add_argument("--markdown", type=Path, metavar="PATH", help="write the Markdown here")
     parser.add_argument("--example", type=Path, metavar="PATH", help="write the example here")
-    parser.add_argument("--check", action="store_true",
-                        help="write nothing; exit 1 if a file differs from what it would be")
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="write nothing; exit 1 if a file differs from what it would be",
+    )
     args = parser.parse_args(argv)
     if not args.markdown and not args.example:
         parser.error("give --markdown PATH, --example PATH or both")

@@ -9,7 +9,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from .errors import ApplianceError
+from appliance.errors import ApplianceError
 
 DEVICE = "pulse"  # the ALSA plugin PCM that PortAudio lists; it records the default source
 SINK = "room"
@@ -35,34 +35,51 @@ class VirtualMicrophone:
         }
         self._server: subprocess.Popen | None = None
 
-    def start(self) -> "VirtualMicrophone":
+    def start(self) -> VirtualMicrophone:
         """Start the server and make the sink's monitor the default source."""
         if shutil.which("pulseaudio") is None or shutil.which("paplay") is None:
-            raise VirtualMicError("pulseaudio and paplay are needed: apt install pulseaudio "
-                                  "pulseaudio-utils libasound2-plugins")
+            raise VirtualMicError(
+                "pulseaudio and paplay are needed: apt install pulseaudio "
+                "pulseaudio-utils libasound2-plugins"
+            )
         self.directory.mkdir(parents=True, exist_ok=True)
-        log = open(self.directory / "pulseaudio.log", "wb")
+        log = open(self.directory / "pulseaudio.log", "wb")  # noqa: SIM115 (open while the server runs)
         self._server = subprocess.Popen(
-            ["pulseaudio", "-n", "--daemonize=no", "--exit-idle-time=-1", "--disallow-exit",
-             "--use-pid-file=no", "--system=no",
-             "-L", f"module-native-protocol-unix socket={self.socket} auth-anonymous=1",
-             "-L", f"module-null-sink sink_name={SINK} rate=16000 channels=1"],
-            env=self.env, stdout=log, stderr=log)
+            [
+                "pulseaudio",
+                "-n",
+                "--daemonize=no",
+                "--exit-idle-time=-1",
+                "--disallow-exit",
+                "--use-pid-file=no",
+                "--system=no",
+                "-L",
+                f"module-native-protocol-unix socket={self.socket} auth-anonymous=1",
+                "-L",
+                f"module-null-sink sink_name={SINK} rate=16000 channels=1",
+            ],
+            env=self.env,
+            stdout=log,
+            stderr=log,
+        )
         log.close()
         deadline = time.monotonic() + 15
         while self._pactl("info", check=False).returncode != 0:
             if self._server.poll() is not None or time.monotonic() > deadline:
                 self.stop()
-                raise VirtualMicError("pulseaudio did not start: " +
-                                      (self.directory / "pulseaudio.log").read_text()[-500:])
+                raise VirtualMicError(
+                    "pulseaudio did not start: "
+                    + (self.directory / "pulseaudio.log").read_text()[-500:]
+                )
             time.sleep(0.1)
         self._pactl("set-default-sink", SINK)
         self._pactl("set-default-source", f"{SINK}.monitor")
         return self
 
     def _pactl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-        return subprocess.run(["pactl", *args], env=self.env, capture_output=True, check=check,
-                              timeout=10)
+        return subprocess.run(
+            ["pactl", *args], env=self.env, capture_output=True, check=check, timeout=10
+        )
 
     def play(self, path: Path) -> subprocess.Popen:
         """Start playing a file into the room, in real time; returns the player process."""
@@ -79,7 +96,7 @@ class VirtualMicrophone:
                 self._server.wait()
         self._server = None
 
-    def __enter__(self) -> "VirtualMicrophone":
+    def __enter__(self) -> VirtualMicrophone:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
