@@ -17,6 +17,7 @@ import aiosmtplib
 
 from appliance.config import Config, SmtpConfig
 from appliance.errors import ApplianceError
+from appliance.files import fsync_path
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -211,16 +212,9 @@ class MaildirMailer:
         # Maildir.add puts a message without flags in new/ under its key.
         path = self.path / "new" / key
         os.chmod(path, 0o600)
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)  # the outbox records this as delivered: it must survive a power cut
-        finally:
-            os.close(fd)
-        directory = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(directory)
-        finally:
-            os.close(directory)
+        # The outbox records this as delivered: it must survive a power cut.
+        fsync_path(path)
+        fsync_path(path.parent)
         return path
 
 

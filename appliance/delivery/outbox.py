@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import secrets
 import sqlite3
 import time
@@ -23,6 +22,7 @@ from appliance.config import Config
 from appliance.delivery.mail import ACCEPTED, PERMANENT, Outcome, Sender, mailer_for
 from appliance.delivery.recipients import Resolution, resolve
 from appliance.delivery.render import Renderer, make_message_id
+from appliance.files import write_atomic
 from appliance.paths import TEMPLATES_OVERRIDE
 from appliance.store import Database, Meeting
 from appliance.transcript import Transcript
@@ -100,26 +100,6 @@ def retry_delay_s(attempts: int) -> float:
     return min(FIRST_RETRY_S * 2 ** max(0, attempts - 1), MAX_RETRY_S)
 
 
-def _write_file(path: Path, data: bytes) -> None:
-    """Write data so that path is either absent or complete, even across a power cut."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    temporary = path.with_name(f".{path.name}.tmp")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(temporary, path)
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
-
-
 class Outbox:
     """Meetings' emails waiting for, or done with, delivery; state in the meetings database."""
 
@@ -189,7 +169,7 @@ class Outbox:
         # crash before the commit leaves a stray that retention removes, never a row without
         # its message.
         path = self.config.outbox_dir / f"{meeting.id}-{secrets.token_hex(4)}.eml"
-        _write_file(path, rendered.data)
+        write_atomic(path, rendered.data, mode=0o600, folder_mode=0o700)
         return _Draft(resolution, message_id, path, rendered.problems, now)
 
     def _commit(self, meeting: Meeting, draft: _Draft) -> int:

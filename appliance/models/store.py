@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Iterator
 
+from appliance import files
 from appliance.errors import ApplianceError, CorruptModelError, ModelWriteError, SourceMissingError
 from appliance.models.ggml import ModelFile, read_model
 
@@ -61,42 +62,16 @@ def _write_error(directory: Path, err: OSError) -> ModelWriteError:
     return ModelWriteError(f"{directory}: cannot write ({err.strerror})")
 
 
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 @contextlib.contextmanager
 def atomic_file(target: Path) -> Iterator[HashingWriter]:
     """Write to a temp file beside target; fsync and rename on success, delete on failure."""
-    directory = target.parent
     try:
-        directory.mkdir(parents=True, exist_ok=True)
-        fd, temp = tempfile.mkstemp(dir=directory, prefix=f".{target.name}.", suffix=".tmp")
-    except OSError as err:
-        raise _write_error(directory, err) from err
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            writer = HashingWriter(handle)
-            yield writer
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(temp, 0o644)
-        os.replace(temp, target)
-        _fsync_dir(directory)
+        with files.atomic_file(target) as handle:
+            yield HashingWriter(handle)
     except ApplianceError:
-        # Our own errors (some subclass OSError) already say what went wrong.
-        Path(temp).unlink(missing_ok=True)
-        raise
+        raise  # our own errors (some subclass OSError) already say what went wrong
     except OSError as err:
-        Path(temp).unlink(missing_ok=True)
-        raise _write_error(directory, err) from err
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+        raise _write_error(target.parent, err) from err
 
 
 @dataclass(frozen=True)

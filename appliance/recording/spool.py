@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from appliance.errors import ApplianceError, AudioError
+from appliance.files import fsync_path
 from appliance.recording.audio import SAMPLE_RATE, pcm16_to_float
 
 _BYTES_PER_SAMPLE = 2
@@ -39,11 +40,7 @@ class Spool:
         spool = cls._open(Path(path), os.O_CREAT | os.O_EXCL, sync_interval_s)
         # A new file's name is only durable once its folder is synced too.
         try:
-            folder = os.open(spool.path.parent, os.O_RDONLY | os.O_DIRECTORY)
-            try:
-                os.fsync(folder)
-            finally:
-                os.close(folder)
+            fsync_path(spool.path.parent)
         except OSError as err:
             spool.close()
             raise SpoolError(f"{spool.path}: cannot sync its folder: {err.strerror}") from err
