@@ -12,12 +12,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from appliance.addresses import address_problem
 from appliance.errors import ApplianceError
 
 DEFAULT_PATH = Path("/etc/meeting-appliance/config.toml")
 ENV_PATH = "MEETING_APPLIANCE_CONFIG"
 _MASK = "********"
-_ADDRESS = re.compile(r"^[^@\s<>()\[\],;:\"]+@[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?$")
 _DOMAIN = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?$")
 _LANGUAGE = re.compile(r"^[a-z]{2,3}$")
 
@@ -276,7 +276,7 @@ class Config:
                 shown = getattr(value, item.name)
                 if mask_secrets and item.metadata.get("secret") and shown:
                     shown = _MASK
-                lines.append(f"{_key(item)} = {_toml_value(shown)}")
+                lines.append(f"{_key(item)} = {toml_value(shown)}")
             lines.append("")
         return "\n".join(lines)
 
@@ -289,19 +289,15 @@ def _key(item: dataclasses.Field) -> str:
     return item.metadata.get("key", item.name)
 
 
-def _toml_value(value: Any) -> str:
+def toml_value(value: Any) -> str:
+    """A value as TOML: booleans, numbers, strings and lists of them."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, (int, float)):
         return repr(value)
-    if isinstance(value, tuple):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
     return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def is_address(value: str) -> bool:
-    """A plain user@domain address, with nothing that could add a header or a second address."""
-    return bool(_ADDRESS.match(value))
 
 
 def default_path() -> Path:
@@ -398,8 +394,8 @@ def _check_text(value: str, kind: str | None, where: str) -> None:
         raise ConfigError(
             f"{where}: {value!r} is not a term of 1 to {_MAX_TERM} printable characters"
         )
-    if kind in ("address", "addresses") and not _ADDRESS.match(value):
-        raise ConfigError(f"{where}: {value!r} is not an email address")
+    if kind in ("address", "addresses") and (problem := address_problem(value)):
+        raise ConfigError(f"{where}: {value!r} is not an email address we can send to: {problem}")
     if kind == "domains" and not _DOMAIN.match(value):
         raise ConfigError(f"{where}: {value!r} is not a domain name")
     if kind == "timezone" and value and not _is_zone(value):

@@ -14,13 +14,13 @@ from typing import Any
 import pytest
 
 from appliance import config as config_module
+from appliance.addresses import address_problem
 from appliance.config import Config
 from appliance.delivery.recipients import (
     FROM_CALENDAR,
     FROM_DEFAULTS,
     FROM_TO,
     Recipient,
-    address_problem,
     resolve,
 )
 from appliance.store import Meeting

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from appliance import config
+from appliance.config import toml_value
 
 MARKDOWN = Path("docs/configuration.md")
 EXAMPLE = Path("deploy/config.example.toml")
@@ -105,15 +106,6 @@ def allowed(default: Any, rules: dict[str, Any]) -> str:
 def example(section: str, key: str, default: Any) -> Any:
     """A value to show for a key: a hand-picked one for empty defaults, else the default."""
     return EXAMPLES.get((section, key), default)
-
-
-def toml_value(value: Any) -> str:
-    """A value as TOML (strings, numbers, lists of strings)."""
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(toml_value(v) for v in value) + "]"
-    if isinstance(value, str):
-        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    return repr(value)
 
 
 def _number(value: float) -> str:

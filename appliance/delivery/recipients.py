@@ -16,7 +16,9 @@ from typing import Any
 import icalendar
 import recurring_ical_events
 
+from appliance.addresses import address_problem
 from appliance.config import Config
+from appliance.delivery.roomtime import room_time, room_zone
 from appliance.errors import ApplianceError
 from appliance.store import Meeting
 
@@ -29,9 +31,6 @@ EARLY_START_S = 10 * 60.0
 _MAX_CALENDAR_BYTES = 8 * 1024 * 1024
 # Not people: the room itself and equipment booked with it.
 _NOT_PEOPLE = ("ROOM", "RESOURCE")
-_ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
-_LOCAL = re.compile(rf"{_ATEXT}(?:\.{_ATEXT})*")
-_LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
 _URL = re.compile(r"^https?://", re.IGNORECASE)
 
 
@@ -64,44 +63,6 @@ class Resolution:
     def refused(self) -> tuple[Recipient, ...]:
         """Recipients that will not, each with its reason."""
         return tuple(r for r in self.recipients if r.refused)
-
-
-def address_problem(address: str) -> str:
-    """Why an address cannot be sent to, or "" for a plain ASCII user@domain."""
-    if not address:
-        return "empty address"
-    if not address.isascii():
-        return "non-ASCII addresses are not supported"
-    if len(address) > 254:
-        return "longer than 254 characters"
-    local, at, domain = address.rpartition("@")
-    if not at or not local:
-        return "not an email address (no user@domain)"
-    if "=?" in address:
-        return "looks like an encoded word (=?...?=)"
-    if len(local) > 64 or not _LOCAL.fullmatch(local):
-        return "the part before @ has characters or dots an address may not have"
-    if not all(_LABEL.fullmatch(label) for label in domain.split(".")):
-        return "the part after @ is not a host name"
-    return ""
-
-
-def room_zone(name: str) -> zoneinfo.ZoneInfo | None:
-    """The room's IANA time zone, or None for the system's local time."""
-    if not name:
-        return None
-    try:
-        return zoneinfo.ZoneInfo(name)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-        _LOGGER.warning("room.timezone %r is not a known time zone; using the system's", name)
-        return None
-
-
-def room_time(timestamp: float, zone: zoneinfo.ZoneInfo | None) -> datetime.datetime:
-    """A unix time as an aware datetime in the room's zone (system local when None)."""
-    if zone is None:
-        return datetime.datetime.fromtimestamp(timestamp).astimezone()
-    return datetime.datetime.fromtimestamp(timestamp, zone)
 
 
 def resolve(

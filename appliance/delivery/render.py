@@ -20,7 +20,8 @@ import jinja2
 import jinja2.meta
 
 from appliance.config import Config
-from appliance.delivery.recipients import Recipient, room_time, room_zone
+from appliance.delivery.recipients import Recipient
+from appliance.delivery.roomtime import room_time, room_zone
 from appliance.errors import ApplianceError
 from appliance.paths import TEMPLATES_OVERRIDE, builtin_templates
 from appliance.store import Meeting

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from appliance import config as config_file
+from appliance.addresses import address_problem
 from appliance.errors import UsageError
 from appliance.service.control import ControlError, request
 from appliance.transcript import FORMATS
@@ -39,9 +40,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 def _cmd_start(args: argparse.Namespace) -> int:
     config = _config(args)
-    bad = [a for a in args.to or () if not config_file.is_address(a)]
-    if bad:
-        raise UsageError(f"--to {bad[0]!r} is not an email address")
+    for address in args.to or ():
+        if problem := address_problem(address):
+            raise UsageError(f"--to {address!r} is not an email address we can send to: {problem}")
     speed = 1.0 if args.realtime else args.speed
     if speed and not args.from_file:
         raise UsageError("--realtime and --speed need --from-file")
