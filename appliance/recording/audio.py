@@ -183,10 +183,20 @@ def _load_soundfile(path: Path, sound: soundfile.SoundFile, max_duration_s: floa
     return _clip(out.result())
 
 
+def ffmpeg_decode(ffmpeg: str, path: Path, sample_format: str, seconds: float = 0.0) -> list[str]:
+    """The command that decodes path's first audio stream (its first `seconds` if set) to raw
+    mono 16 kHz samples of sample_format (f32le, s16le) on stdout."""
+    limit = ["-t", f"{seconds:g}"] if seconds else []
+    return [
+        *(ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error", "-i", str(path)),
+        *("-map", "0:a:0", *limit, "-ac", "1", "-ar", str(SAMPLE_RATE)),
+        *("-f", sample_format, "pipe:1"),
+    ]
+
+
 def _load_ffmpeg(path: Path, ffmpeg: str, max_duration_s: float) -> np.ndarray:
     """Decode with ffmpeg to f32le mono 16 kHz; the length limit applies as the data arrives."""
-    decode = f"-map 0:a:0 -ac 1 -ar {SAMPLE_RATE} -f f32le pipe:1".split()
-    command = [ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error", "-i", str(path), *decode]
+    command = ffmpeg_decode(ffmpeg, path, "f32le")
     limit = int(max_duration_s * SAMPLE_RATE) * 4
     data = bytearray()
     # stderr goes to a file: a pipe nobody reads while stdout drains could fill and stall ffmpeg.

@@ -19,6 +19,7 @@ from appliance.recording.audio import (
     SAMPLE_RATE,
     Resampler,
     check_readable,
+    ffmpeg_decode,
     float_to_pcm16,
     to_mono,
 )
@@ -61,22 +62,7 @@ class FileSource:
                 "(and ffmpeg is not installed)"
             )
         probe = subprocess.run(
-            [
-                ffmpeg,
-                "-nostdin",
-                "-hide_banner",
-                "-loglevel",
-                "error",
-                "-i",
-                str(self.path),
-                "-map",
-                "0:a:0",
-                "-t",
-                "0.1",
-                "-f",
-                "null",
-                "-",
-            ],
+            ffmpeg_decode(ffmpeg, self.path, "s16le", seconds=0.1),
             stdin=subprocess.DEVNULL,
             capture_output=True,
             timeout=60,
@@ -132,24 +118,7 @@ class FileSource:
             yield float_to_pcm16(resampler.flush())
 
     async def _ffmpeg_blocks(self) -> AsyncIterator[bytes]:
-        command = [
-            shutil.which("ffmpeg") or "ffmpeg",
-            "-nostdin",
-            "-hide_banner",
-            "-loglevel",
-            "error",
-            "-i",
-            str(self.path),
-            "-map",
-            "0:a:0",
-            "-ac",
-            "1",
-            "-ar",
-            str(SAMPLE_RATE),
-            "-f",
-            "s16le",
-            "pipe:1",
-        ]
+        command = ffmpeg_decode(shutil.which("ffmpeg") or "ffmpeg", self.path, "s16le")
         process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
         size = int(SAMPLE_RATE * _BLOCK_S) * 2
         got = False
