@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from appliance import paths
 from appliance.models import catalog, ctranslate2, install, silero
 
 
