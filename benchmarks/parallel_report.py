@@ -42,6 +42,8 @@ def outputs(results: list[dict]) -> str:
     for r in results:
         by_threads.setdefault(_window_threads(r["config"]), []).append(r["output_sha256"])
     digests = ", ".join(f"{_name(r['config'])} {r['output_sha256'][:12]}" for r in results)
+    if len({r["output_sha256"] for r in results}) == 1:
+        return f"every configuration wrote the same text and timestamps (sha256 over all clips: {digests})."
     if any(len(set(group)) > 1 for group in by_threads.values()):
         return (
             "**with the same threads per window, configurations wrote different text or "
@@ -51,7 +53,8 @@ def outputs(results: list[dict]) -> str:
         return (
             "no two configurations give every window the same threads (workers x threads for a "
             "file of one window, threads for a longer file's), so their transcripts are not "
-            "compared: whisper.cpp's results depend on its thread count, not on the workers "
+            "compared; they differ where the threads do: whisper.cpp's results depend on its "
+            "thread count, not on the workers "
             f"(sha256 over all clips: {digests})."
         )
     return (

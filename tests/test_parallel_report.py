@@ -12,6 +12,7 @@ def test_outputs_are_compared_per_threads_a_window_gets() -> None:
     # a longer file's windows with 2 and 1 threads, so they are not compared.
     runs = [_run(1, 1, "a"), _run(2, 1, "b"), _run(4, 1, "c"), _run(1, 2, "d")]
     assert outputs(runs).startswith("no two configurations")
+    assert outputs([_run(1, 1, "a"), _run(2, 1, "a")]).startswith("every configuration wrote")
     runs.append(_run(2, 1, "b"))  # a second run of 2 x 1 with the same transcript
     assert outputs(runs).startswith("every configuration that gives each window")
     runs[-1] = _run(2, 1, "e")  # ... and with another
