@@ -11,7 +11,6 @@ from pathlib import Path
 
 from appliance import __version__, paths
 from appliance.engine.transcriber import DecodeOptions, Transcriber
-from appliance.engine.workers import TranscriberPool, open_transcriber
 from appliance.errors import ApplianceError, UsageError
 from appliance.models import catalog, ggml, install, silero, store
 from appliance.progress import ProgressLine
@@ -112,7 +111,9 @@ def _cmd_models_verify(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def _transcriber(args: argparse.Namespace) -> Transcriber | TranscriberPool:
+def _transcriber(args: argparse.Namespace) -> Transcriber:
+    if args.workers < 1:
+        raise UsageError(f"--workers must be 1 or more, not {args.workers}")
     path = store.resolve(args.model, _models_dir(args), catalog.DEFAULT_QUANT)
     terms = [t.strip() for t in (args.vocabulary or "").split(",") if t.strip()]
     options = DecodeOptions(
@@ -121,7 +122,7 @@ def _transcriber(args: argparse.Namespace) -> Transcriber | TranscriberPool:
         beam_size=args.beam_size,
         prompt=", ".join(terms),
     )
-    return open_transcriber(path, options, getattr(args, "workers", 1))
+    return Transcriber(path, options, args.workers)
 
 
 def _cmd_transcribe(args: argparse.Namespace) -> int:
@@ -208,7 +209,9 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_model_options(parser: argparse.ArgumentParser, threads: int = 2) -> None:
+def _add_model_options(
+    parser: argparse.ArgumentParser, threads: int = 2, workers: int = 1, batch: str = "windows"
+) -> None:
     parser.add_argument(
         "--model",
         default=catalog.DEFAULT_MODEL,
@@ -221,6 +224,13 @@ def _add_model_options(parser: argparse.ArgumentParser, threads: int = 2) -> Non
         type=int,
         default=threads,
         help=f"whisper.cpp threads per worker (default {threads})",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=workers,
+        help=f"decoding workers, each with a copy of the model: {batch} side by side "
+        f"(default {workers})",
     )
     parser.add_argument(
         "--beam-size",
@@ -302,7 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
     # Two workers of one thread each: two cores without whisper.cpp's per-step thread barrier,
     # measured here on the dev meeting, q8_0: 5.74 s against 6.31 s for one worker of two threads
     # (medians of 5 runs taking turns in one process).
-    _add_model_options(run, threads=1)
+    _add_model_options(run, threads=1, workers=2, batch="files and the windows of a long file")
     run.add_argument(
         "--language",
         help="language code, e.g. en, sv (default: en for .en models, detected otherwise)",
@@ -311,18 +321,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--output", metavar="DIR", help="write DIR/NAME.FORMAT per input instead of printing"
     )
-    run.add_argument(
-        "--workers",
-        type=int,
-        default=2,
-        help="decoding workers sharing the "
-        "model: files and the windows of a long file side by side (default 2)",
-    )
     run.set_defaults(func=_cmd_transcribe)
 
     score = commands.add_parser("eval", help="word error rate over a manifest.jsonl of clips")
     score.add_argument("manifest", help="manifest.jsonl (audio, text, language, set)")
-    _add_model_options(score)
+    _add_model_options(score, batch="a clip's windows")
     score.add_argument("--sets", help="comma-separated set names (default: all)")
     score.add_argument("--language", help="only clips of this language")
     score.add_argument("--json", action="store_true", help="print JSON")

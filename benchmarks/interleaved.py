@@ -19,8 +19,7 @@ from pathlib import Path
 
 import jiwer
 
-from appliance.engine.transcriber import DecodeOptions
-from appliance.engine.workers import open_transcriber
+from appliance.engine.transcriber import DecodeOptions, Transcriber
 from appliance.evaluate import normalize
 from appliance.models import catalog, silero
 from appliance.recording.segmenter import Segmenter
@@ -41,7 +40,7 @@ def measure(
     fw = peer.load(peer.model_folder(catalog.DEFAULT_MODEL, scratch), "int8", threads)
     segmenter = Segmenter(silero.path(model.parent))
     results = {}
-    with open_transcriber(model, DecodeOptions(threads=1), workers=threads) as ours:
+    with Transcriber(model, DecodeOptions(threads=1), workers=threads) as ours:
         for meeting in MEETINGS:
             engines: dict[str, Callable[[], str]] = {
                 f"whisper.cpp {model.name}, {threads} workers x 1 thread": lambda meeting=meeting: (

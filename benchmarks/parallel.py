@@ -27,38 +27,25 @@ from typing import Any
 
 from appliance.errors import UsageError
 from benchmarks import report_sections
+from benchmarks.parallel_report import BUSY, SAMPLE_S, SECTION, render
 
-SECTION = "## Parallel workers"
 MANIFEST = Path("tests/data/speech/manifest.jsonl")
-_SAMPLE_S = 0.5  # how often the busy threads are sampled
-_BUSY = 0.2  # a thread using this share of a core in a sample counts as busy
-# Assumed, not measured: the share of this machine's per-core ggml speed that one Cortex-A72
-# core of a Pi 4 (1.5-1.8 GHz, 128-bit NEON against 256-bit AVX2) reaches. Replace the
-# projection by a run of this command on the Pi itself.
-PI4_CORE_FACTOR = 0.2
 
 
 @dataclass(frozen=True)
 class Config:
-    """One measured configuration."""
+    """One measured configuration: workers, each with a whisper.cpp context, x threads each."""
 
     workers: int
     threads: int
-    shared: bool  # one model with a state per worker, or a model per worker
 
     @property
     def name(self) -> str:
-        return f"{self.workers}x{self.threads} {'shared' if self.shared else 'separate'}"
+        return f"{self.workers}x{self.threads}"
 
 
-CONFIGS = (
-    Config(1, 1, True),
-    Config(1, 2, True),
-    Config(2, 1, True),
-    Config(2, 2, True),
-    Config(2, 1, False),
-    Config(2, 2, False),
-)
+CONFIGS = (Config(1, 1), Config(2, 1), Config(4, 1), Config(1, 2))
+MODELS = ("tiny.en-q8_0", "base-q8_0")
 
 
 # ---------------------------------------------------------------- the child process
@@ -107,7 +94,7 @@ class _ThreadSampler:
         while True:
             self._samples.append((time.perf_counter(), _cpu_ticks()))
             self._machine.append(_machine_ticks())
-            if self._stop.wait(_SAMPLE_S):
+            if self._stop.wait(SAMPLE_S):
                 self._samples.append((time.perf_counter(), _cpu_ticks()))
                 self._machine.append(_machine_ticks())
                 return
@@ -131,7 +118,7 @@ class _ThreadSampler:
                 for tid, n in after.items()
                 if tid != self._own
             }
-            at_once.append(sum(1 for s in share.values() if s >= _BUSY))
+            at_once.append(sum(1 for s in share.values() if s >= BUSY))
         (start, first), (end, last) = self._samples[0], self._samples[-1]
         used = {tid: (n - first.get(tid, 0)) / hz for tid, n in last.items() if tid != self._own}
         wall = end - start
@@ -139,7 +126,7 @@ class _ThreadSampler:
         return {
             "busy_median": median(at_once) if at_once else 0,
             "busy_max": max(at_once, default=0),
-            "threads_working": sum(1 for s in used.values() if s >= _BUSY * wall),
+            "threads_working": sum(1 for s in used.values() if s >= BUSY * wall),
             "cores_used": sum(used.values()) / wall,
             # The sampler's own few milliseconds count here too: well under 0.01 cores.
             "others_cores": max(0.0, machine - sum(used.values()) / wall),
@@ -163,8 +150,7 @@ def _overlap(spans: list[tuple[float, float]], wall_s: float) -> dict[str, float
 
 def measure(spec: dict[str, Any]) -> dict[str, Any]:
     """Run one configuration over the clips in this process and return what was measured."""
-    from appliance.engine.transcriber import DecodeOptions
-    from appliance.engine.workers import Decoded, TranscriberPool
+    from appliance.engine.transcriber import DecodeOptions, Timing, Transcriber
     from appliance.evaluate import read_manifest
     from appliance.recording.audio import SAMPLE_RATE, load
     from appliance.recording.segmenter import Segmenter
@@ -176,32 +162,30 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
     audio_s = sum(samples.size for samples in audio) / SAMPLE_RATE
     baseline_kib = _status_kib("VmRSS")  # interpreter, libraries and the clips, before the model
 
-    decoded: list[Decoded] = []
+    decoded: list[Timing] = []
     started = time.perf_counter()
-    pool = TranscriberPool(
+    transcriber = Transcriber(
         Path(spec["model"]),
-        DecodeOptions(threads=config.threads),
+        DecodeOptions(threads=config.threads, language="en"),
         workers=config.workers,
-        shared_weights=config.shared,
         on_decoded=decoded.append,
     )
     load_s = time.perf_counter() - started
-    with pool:
+    with transcriber:
         loaded_kib = _status_kib("VmRSS")
-        # One window per worker at once, so every state has run before the clock starts.
+        # One window per worker at once, so every context has run before the clock starts.
         first = next(s for s in speech if s)
-        warm = [pool.submit(first[0].samples) for _ in range(config.workers)]
+        warm = [transcriber.submit(first[0].samples) for _ in range(config.workers)]
         for future in warm:
             future.result()
         decoded.clear()
         with ThreadPoolExecutor(config.workers) as clips_side_by_side, _ThreadSampler() as cpu:
             started = time.perf_counter()
             # As `appliance transcribe --workers N` runs a batch: N clips at a time.
-            results = list(clips_side_by_side.map(lambda s: pool.transcribe(s, "en"), speech))
+            results = list(clips_side_by_side.map(transcriber.transcribe, speech))
             wall_s = time.perf_counter() - started
-        workers = [w.state for w in pool.worker_info()]
     peak_kib = _status_kib("VmHWM")
-    text = json.dumps([[[s.start_s, s.end_s, s.text] for s in r] for r in results])
+    text = json.dumps([[[s.start_s, s.end_s, s.text] for s in r.segments] for r in results])
     latencies = sorted(d.finished - d.started for d in decoded)
     return {
         "config": asdict(config),
@@ -217,7 +201,6 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
         ],
         **_overlap([(d.started, d.finished) for d in decoded], wall_s),
         **cpu.summary(),
-        "states": sum(1 for s in workers if s),
         "load_s": load_s,
         "baseline_mb": baseline_kib * 1024 / 1e6,
         "loaded_mb": loaded_kib * 1024 / 1e6,
@@ -248,12 +231,15 @@ def _machine() -> dict[str, Any]:
         )
     except OSError:
         commit = None
-    from appliance.engine.workers import BindingError, bindings
-
-    try:
-        whisper_cpp = bindings().version
-    except BindingError:
-        whisper_cpp = "unknown"
+    # The bundled libwhisper's file name carries whisper.cpp's version (libwhisper.so.1.8.5).
+    whisper_cpp = next(
+        (
+            f.name.split(".so.", 1)[1]
+            for f in importlib.metadata.files("pywhispercpp") or ()
+            if f.name.startswith("libwhisper.so.") and f.name.count(".") == 4
+        ),
+        "unknown",
+    )
     return {
         "cpu": cpu,
         "cores": len(os.sched_getaffinity(0)),
@@ -277,178 +263,6 @@ def _run_child(spec: dict[str, Any]) -> dict[str, Any]:
         return json.loads(result.read_text())
 
 
-def _find(results: list[dict], workers: int, threads: int, shared: bool = True) -> dict | None:
-    wanted = asdict(Config(workers, threads, shared))
-    return next((r for r in results if r["config"] == wanted), None)
-
-
-def _ratio(a: dict | None, b: dict | None, key: str) -> float | None:
-    return a[key] / b[key] if a and b and b[key] else None
-
-
-def _fmt(value: float | None, digits: int = 2) -> str:
-    return "-" if value is None else f"{value:.{digits}f}"
-
-
-def _window_threads(config: dict) -> tuple[int, int]:
-    """The threads a window gets: a file of one window gets every worker's (TranscriberPool),
-    a window of a longer file one worker's."""
-    return config["workers"] * config["threads"], config["threads"]
-
-
-def _outputs(results: list[dict]) -> str:
-    """Whether the configurations wrote the same transcripts, compared where they should."""
-    by_threads: dict[tuple[int, int], set[str]] = {}
-    for r in results:
-        by_threads.setdefault(_window_threads(r["config"]), set()).add(r["output_sha256"])
-    if any(len(digests) > 1 for digests in by_threads.values()):
-        return (
-            "**with the same threads per window, configurations wrote different text or "
-            "timestamps**: "
-            + ", ".join(f"{Config(**r['config']).name} {r['output_sha256'][:12]}" for r in results)
-        )
-    text = (
-        "every configuration that gives each window the same threads (workers x threads "
-        "for a file of one window, threads for a longer file's) wrote the same text and "
-        "timestamps (one sha256 over all clips), whatever the weights, shared or separate"
-    )
-    if len({d for digests in by_threads.values() for d in digests}) > 1:
-        text += (
-            "; other thread counts differ from each other, as one Transcriber's do: "
-            "whisper.cpp's results depend on its thread count, not on the workers"
-        )
-    return text + "."
-
-
-def render(document: dict[str, Any]) -> str:
-    """The "Parallel workers" section of docs/benchmarks.md."""
-    m, results = document["machine"], document["results"]
-    one, two = _find(results, 1, 1), _find(results, 2, 1)
-    separate = _find(results, 2, 1, shared=False)
-    threads2 = _find(results, 1, 2)
-    speedup = _ratio(two, one, "throughput")
-    memory = _ratio(two, one, "engine_mb")
-    others = max(r["others_cores"] for r in results)
-    repeat = document.get("repeat", 1)
-    lines = [
-        SECTION,
-        "",
-        f"Written by `{document['command']}` on {document['date']} (the run took "
-        f"{document['took_s'] / 60:.1f} min); model `{document['model']}`, the "
-        f"{results[0]['clips']} English dev clips ({results[0]['audio_s']:.0f} s of audio, "
-        f"{results[0]['windows']} windows), each configuration in a fresh process"
-        + (f", the quietest of {repeat} rounds." if repeat > 1 else "."),
-        "",
-    ]
-    if others > 0.1:
-        lines += [
-            f"**Busy machine**: other processes used up to {others:.2f} of the "
-            f"{m['cores']} cores during a timed run (the *others* column), so those "
-            "throughputs and speed-ups are understated and noisy. Run again on an idle "
-            "machine.",
-            "",
-        ]
-    lines += [
-        f"- Machine: {m['cpu']}, {m['cores']} cores; load average "
-        f"{', '.join(map(str, m['load_average']))} at the start; Python {m['python']}, "
-        f"pywhispercpp {m['pywhispercpp']} (whisper.cpp {m['whisper.cpp']}); commit {m['commit']}.",
-        "- Method: `TranscriberPool(model, DecodeOptions(threads=T), workers=W)` decodes the "
-        "clips as `appliance transcribe --workers W` does a batch: W clips at a time, their "
-        "VAD windows queued for the W workers. *shared*: one model, a whisper_state per worker; "
-        "*separate*: a model per worker. Throughput is seconds of audio per wall second of the "
-        "timed run (model loaded, every worker warmed by one window first). A window's time is "
-        "its decode alone, queueing excluded. Threads are sampled every "
-        f"{_SAMPLE_S} s from /proc/self/task/*/stat: a thread using {_BUSY:.0%} of a core in a "
-        "sample is busy. *others*: cores the rest of the machine used meanwhile (/proc/stat "
-        "less this process). Engine MB is the peak resident set (VmHWM) less the resident set "
-        "before the model was loaded (interpreter, libraries, the clips).",
-        "",
-        "| workers x threads | weights | throughput (audio s / s) | vs 1x1 | window s (median, p90) "
-        "| decodes at once (most; share of run with 2+) | threads busy at once (median, most) "
-        "| cores used | others | peak RSS MB | engine MB | load s |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
-    ]
-    for r in results:
-        c = r["config"]
-        lines.append(
-            f"| {c['workers']} x {c['threads']} | {'shared' if c['shared'] else 'separate'} "
-            f"| {r['throughput']:.1f} | {_fmt(_ratio(r, one, 'throughput'))} "
-            f"| {r['window_s_median']:.2f}, {r['window_s_p90']:.2f} "
-            f"| {r['max_concurrent']}; {r['share_two_or_more']:.0%} "
-            f"| {r['busy_median']:g}, {r['busy_max']} | {r['cores_used']:.2f} "
-            f"| {r['others_cores']:.2f} | {r['peak_rss_mb']:.0f} | {r['engine_mb']:.0f} "
-            f"| {r['load_s']:.2f} |"
-        )
-    lines += ["", "Answers:", ""]
-    if speedup is not None:
-        lines.append(
-            f"- **Parallel, not queued**: 2 workers x 1 thread reach {speedup:.2f}x the throughput "
-            f"of 1 x 1 (target 1.7x on 2 cores), and two decodes ran at once for "
-            f"{two['share_two_or_more']:.0%} of the run; a queue in front of one decoder would "
-            "show 1.0x and never two at once."
-        )
-    if memory is not None:
-        line = (
-            f"- **One model with N workers vs N models**: a second worker's state costs "
-            f"{two['engine_mb'] - one['engine_mb']:.0f} MB, so 2 workers on shared weights "
-            f"use {memory:.2f}x the engine memory of one and {_ratio(two, one, 'peak_rss_mb'):.2f}x "
-            "its peak RSS (target 1.3x)"
-        )
-        if separate:
-            line += (
-                f"; 2 separate models use {_ratio(separate, one, 'engine_mb'):.2f}x and "
-                f"{_ratio(separate, one, 'peak_rss_mb'):.2f}x, at "
-                f"{_fmt(_ratio(separate, two, 'throughput'))}x the shared pool's throughput "
-                f"(median window {separate['window_s_median']:.2f} s against "
-                f"{two['window_s_median']:.2f} s)"
-            )
-        lines.append(line + ".")
-    if threads2 is not None:
-        lines.append(
-            f"- **threads honoured**: at threads = 2 one worker keeps {threads2['busy_median']:g} "
-            f"threads busy (median of the samples; 1 x 1: {one['busy_median']:g}) and uses "
-            f"{threads2['cores_used']:.2f} cores; a window decodes "
-            f"{_fmt(_ratio(one, threads2, 'window_s_median'))}x as fast as with 1 thread. "
-            "workers x threads beyond the cores (2 x 2 here) oversubscribes them."
-        )
-    lines.append("- Output: " + _outputs(results))
-    lines += _projection(results)
-    return "\n".join(lines) + "\n"
-
-
-def _projection(results: list[dict]) -> list[str]:
-    """A Pi 4 estimate from this run's scaling; a projection, never a measurement."""
-    one, two, deep = _find(results, 1, 1), _find(results, 2, 1), _find(results, 1, 2)
-    if not (one and two and deep):
-        return []
-    core = one["throughput"] * PI4_CORE_FACTOR  # one Pi 4 core, one worker
-    per_worker = two["throughput"] / one["throughput"] / 2  # efficiency of a doubling
-    per_thread = deep["throughput"] / one["throughput"] / 2
-    state_mb = two["engine_mb"] - one["engine_mb"]
-    rows = [
-        ("1 x 4", core * 4 * per_thread**2, one["engine_mb"]),
-        ("2 x 2", core * 4 * per_worker * per_thread, one["engine_mb"] + state_mb),
-        ("4 x 1", core * 4 * per_worker**2, one["engine_mb"] + 3 * state_mb),
-    ]
-    lines = [
-        "",
-        "### Projection for a Raspberry Pi 4 (4 cores) — not measured",
-        "",
-        f"**A projection, not a measurement**: this machine's 1 x 1 throughput times an "
-        f"*assumed* {PI4_CORE_FACTOR} per-core speed of a Cortex-A72 against this CPU, "
-        f"times 4 cores, times the scaling efficiency measured here for each doubling of "
-        f"workers ({per_worker:.2f}) or threads ({per_thread:.2f}). The Pi's shared memory "
-        "bandwidth may scale worse. Engine memory: this run's model plus one measured state "
-        "per worker (the buffers are the same size on ARM). Replace with "
-        "`python -m benchmarks.parallel` run on the Pi.",
-        "",
-        "| workers x threads | projected throughput (audio s / s) | projected engine MB |",
-        "| --- | ---: | ---: |",
-    ]
-    lines += [f"| {name} | {t:.1f} | {mb:.0f} |" for name, t, mb in rows]
-    return lines
-
-
 def parser() -> argparse.ArgumentParser:
     """`python -m benchmarks.parallel`'s options."""
     parser = argparse.ArgumentParser(
@@ -457,8 +271,9 @@ def parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--model",
-        default="tiny.en",
-        help="installed model name, NAME-QUANT or a ggml file path (default tiny.en)",
+        action="append",
+        help="installed model name, NAME-QUANT or a ggml file path; give it once per model "
+        f"(default {' and '.join(MODELS)})",
     )
     parser.add_argument("--dir", help="models folder (default: as for `appliance models`)")
     parser.add_argument(
@@ -478,14 +293,37 @@ def parser() -> argparse.ArgumentParser:
         default=1,
         choices=range(1, 10),
         metavar="N",
-        help="run all configurations N times, report the round least "
+        help="run all configurations N times, report per model the round least "
         "disturbed by other processes (default 1)",
     )
     return parser
 
 
+def _rounds(model: Path, manifest: Path, repeat: int) -> list[list[dict[str, Any]]]:
+    """Every configuration of one model, each in a fresh process, round after round."""
+    rounds: list[list[dict[str, Any]]] = []
+    for round_ in range(1, repeat + 1):
+        rounds.append([])
+        for config in CONFIGS:
+            print(
+                f"bench parallel: {model.name}: round {round_}/{repeat}: {config.name} ...",
+                file=sys.stderr,
+                flush=True,
+            )
+            spec = {"config": asdict(config), "model": str(model), "manifest": str(manifest)}
+            r = _run_child(spec)
+            print(
+                f"bench parallel: {model.name} {config.name}: {r['throughput']:.1f} audio s/s, "
+                f"peak RSS {r['peak_rss_mb']:.0f} MB, others {r['others_cores']:.2f} cores",
+                file=sys.stderr,
+                flush=True,
+            )
+            rounds[-1].append(r)
+    return rounds
+
+
 def run(args: argparse.Namespace) -> int:
-    """Each configuration in a fresh process, then the report."""
+    """Each configuration of each model in a fresh process, then the report."""
     from appliance import paths
     from appliance.models import catalog, store
 
@@ -493,40 +331,24 @@ def run(args: argparse.Namespace) -> int:
     if not manifest.is_file():
         raise UsageError(f"{manifest}: no such manifest (run from the checkout or pass --manifest)")
     directory = Path(args.dir) if args.dir else paths.models_dir()
-    model = store.resolve(args.model, directory, catalog.DEFAULT_QUANT)
+    models = [store.resolve(m, directory, catalog.DEFAULT_QUANT) for m in args.model or MODELS]
     command = " ".join(["python -m benchmarks.parallel", *sys.argv[1:]])
     began = time.perf_counter()
     machine = _machine()
-    rounds: list[list[dict[str, Any]]] = []
-    # Whole rounds, one after the other: the quietest round (least CPU taken by other
-    # processes during its worst run) is reported, so its configurations compare fairly.
-    for round_ in range(1, args.repeat + 1):
-        rounds.append([])
-        for config in CONFIGS:
-            print(
-                f"bench parallel: round {round_}/{args.repeat}: {config.name} ...",
-                file=sys.stderr,
-                flush=True,
-            )
-            spec = {"config": asdict(config), "model": str(model), "manifest": str(manifest)}
-            r = _run_child(spec)
-            print(
-                f"bench parallel: {config.name}: {r['throughput']:.1f} audio s/s, peak RSS "
-                f"{r['peak_rss_mb']:.0f} MB, others {r['others_cores']:.2f} cores",
-                file=sys.stderr,
-                flush=True,
-            )
-            rounds[-1].append(r)
-    results = min(rounds, key=lambda runs: max(r["others_cores"] for r in runs))
+    runs = []
+    for model in models:
+        rounds = _rounds(model, manifest, args.repeat)
+        # The quietest round (least CPU taken by other processes during its worst run) is
+        # reported, so its configurations compare fairly.
+        results = min(rounds, key=lambda runs: max(r["others_cores"] for r in runs))
+        runs.append({"model": model.name, "results": results, "rounds": rounds})
     document = {
         "command": command,
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "took_s": time.perf_counter() - began,
-        "model": model.name,
         "repeat": args.repeat,
         "machine": machine,
-        "results": results,
-        "rounds": rounds,
+        "models": runs,
     }
     section = render(document)
     if args.json:

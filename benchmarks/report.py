@@ -182,8 +182,8 @@ def _method(document: dict[str, Any]) -> list[str]:
         "process. Peak RSS is that process's maximum resident set (its own VmHWM), load included. "
         "MB are 10^6 bytes.",
         "- whisper.cpp runs the product path as `appliance transcribe` does by default: "
-        f"`open_transcriber(path, DecodeOptions(threads=1), workers={threads})`, {threads} "
-        "decoding states of one thread each on one copy of the weights, built by "
+        f"`Transcriber(path, DecodeOptions(threads=1), workers={threads})`, {threads} "
+        "workers of one thread each, each with a whisper.cpp context of its own, built by "
         "`deploy/build-whisper.sh` for this CPU (load time includes the file's sha256 check "
         "against its install record: `verify_s` in the JSON), then "
         "`transcribe_file(audio, Segmenter(), language)` per clip and for the "

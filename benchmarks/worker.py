@@ -39,20 +39,19 @@ def _say(config: str, text: str) -> None:
 
 def _whisper_cpp(path: Path, threads: int, out: Measures):
     """Load through the product path; clip and meeting callables as `appliance transcribe` runs
-    them by default: one worker of one thread per thread given, on shared weights."""
-    from appliance.engine.transcriber import DecodeOptions
-    from appliance.engine.workers import open_transcriber
+    them by default: one worker of one thread per thread given, each with its own context."""
+    from appliance.engine.transcriber import DecodeOptions, Transcriber
     from appliance.models import store
     from appliance.recording.segmenter import Segmenter
 
     out["file_bytes"] = path.stat().st_size
-    # open_transcriber() checks the file's sha256 before whisper.cpp sees it; timed apart here too,
+    # Transcriber() checks the file's sha256 before whisper.cpp sees it; timed apart here too,
     # so load_s (which includes it) can be read against the bare check.
     started = time.perf_counter()
     store.verify(path)
     out["verify_s"] = time.perf_counter() - started
     started = time.perf_counter()
-    transcriber = open_transcriber(path, DecodeOptions(threads=1), workers=threads)
+    transcriber = Transcriber(path, DecodeOptions(threads=1), workers=threads)
     out["load_s"] = time.perf_counter() - started
 
     def clip_text(clip: Clip) -> str:

@@ -90,7 +90,7 @@ def test_clips_at_minus_66_dbfs_are_transcribed_as_at_their_own_level(transcribe
         quiet = samples * np.float32(10 ** ((-66.0 - rms_db) / 20))
         for level, audio in (("own", samples), ("-66", quiet)):
             heard[level].append(
-                normalize(_text(transcriber.transcribe(segmenter.segments(audio))), "en")
+                normalize(_text(transcriber.transcribe(segmenter.segments(audio)).segments), "en")
             )
     own, quiet_wer = wer(references, heard["own"]), wer(references, heard["-66"])
     assert quiet_wer <= own + 1.0, f"-66 dBFS {quiet_wer:.1f} % vs own level {own:.1f} %"
@@ -99,7 +99,7 @@ def test_clips_at_minus_66_dbfs_are_transcribed_as_at_their_own_level(transcribe
 @pytest.mark.parametrize("kind", sorted(noise.KINDS))
 def test_room_noise_gives_no_words(transcriber, segmenter, kind):
     samples = np.concatenate([noise.KINDS[kind](10.0, level) for level in (-60.0, -35.0)])
-    assert _text(transcriber.transcribe(segmenter.segments(samples))) == ""
+    assert _text(transcriber.transcribe(segmenter.segments(samples)).segments) == ""
 
 
 @pytest.mark.parametrize(
@@ -112,7 +112,7 @@ def test_room_noise_gives_no_words(transcriber, segmenter, kind):
 def test_a_meetings_silent_stretch_gives_no_words(transcriber, segmenter, meeting, silent_s):
     samples = load(DATA / "meetings" / meeting)
     quiet = samples[round(silent_s[0] * SAMPLE_RATE) : round(silent_s[1] * SAMPLE_RATE)]
-    assert _text(transcriber.transcribe(segmenter.segments(quiet))) == ""
+    assert _text(transcriber.transcribe(segmenter.segments(quiet)).segments) == ""
 
 
 def test_a_nearly_silent_meeting_clip_gives_almost_nothing(transcriber, segmenter):

@@ -30,9 +30,9 @@ class SpyTranscriber(Transcriber):
         super().__init__(*args, **kwargs)
         self.heard: list[tuple[float, float, bytes]] = []
 
-    def transcribe(self, segments, language=None):
+    async def transcribe_async(self, segments, language=None):
         self.heard += [(s.start_s, s.end_s, audio.float_to_pcm16(s.samples)) for s in segments]
-        return super().transcribe(segments, language)
+        return await super().transcribe_async(segments, language)
 
 
 @pytest.fixture(scope="module")
@@ -41,10 +41,12 @@ def engine(tiny_en_installed):
         yield spy
 
 
-def _record(tmp_path, engine, source, queue_segments=8, crash_after_first_commit=False):
+def _record(
+    tmp_path, engine, source, queue_segments=8, crash_after_first_commit=False, language="en"
+):
     """Run a Recording of source into a fresh database; returns (db, meeting, recording)."""
     db = Database(tmp_path / "appliance.db")
-    meeting = db.create("test", "en", (), "file")
+    meeting = db.create("test", language, (), "file")
     path = tmp_path / f"{meeting.id}.pcm"
     recording = Recording(
         meeting,
@@ -127,6 +129,14 @@ def test_recovery_after_a_crash_finishes_from_the_spool(tmp_path, engine):
     assert recovered.audio_s == pytest.approx(spool.duration_s(recording.spool_path))
     wer = _wer(db, meeting.id)
     assert wer < 0.30, wer
+
+
+def test_a_meeting_in_auto_stores_the_language_it_was_heard_in(tmp_path, engine):
+    db, meeting, _ = _record(
+        tmp_path, engine, FileSource(DATA / "speech" / "jfk" / "jfk.flac"), language="auto"
+    )
+    assert meeting.language == "auto"
+    assert db.meeting(meeting.id).language == "en"  # what tiny.en decodes in
 
 
 def test_spool_replay_is_bit_exact(tmp_path):

@@ -12,15 +12,9 @@ import pytest
 from faster_whisper import WhisperModel
 
 from appliance import cli
-from appliance.engine.transcriber import (
-    SEPARATOR_S,
-    DecodeOptions,
-    Transcriber,
-    collapse_repeats,
-    pack,
-)
-from appliance.engine.windows import WINDOW_S
-from appliance.engine.workers import TranscriberPool
+from appliance.engine.decoding import collapse_repeats
+from appliance.engine.transcriber import DecodeOptions, Transcriber
+from appliance.engine.windows import SEPARATOR_S, WINDOW_S, fitting, pack
 from appliance.errors import CorruptModelError, UsageError
 from appliance.evaluate import Clip, normalize, read_manifest
 from appliance.models import catalog, install, store
@@ -76,6 +70,23 @@ def test_pack_fills_windows_up_to_the_window_length(lengths, windows) -> None:
         assert window.samples.size <= WINDOW_S * SAMPLE_RATE
         gaps = (len(window.pieces) - 1) * int(SEPARATOR_S * SAMPLE_RATE)
         assert window.samples.size == sum(p.source.samples.size for p in window.pieces) + gaps
+
+
+@pytest.mark.parametrize(
+    ("durations_s", "count"),
+    [
+        ([], 0),
+        ([5.0], 1),
+        ([40.0, 1.0], 1),  # longer than a window: cut to it, alone
+        ([14.8, 14.8], 2),  # 29.6 s and a 0.4 s separator: exactly full
+        ([14.8, 14.8001], 1),
+        ([1.0] * 40, 21),
+    ],
+)
+def test_fitting_counts_the_oldest_segments_one_window_holds(durations_s, count) -> None:
+    assert fitting(round(d * SAMPLE_RATE) for d in durations_s) == count
+    segments = [speech(10.0 * i, d) for i, d in enumerate(durations_s)]
+    assert (len(pack(segments)[0].pieces) if segments else 0) == count
 
 
 @pytest.mark.parametrize("level_db", [-75.0, -60.0, -40.0, -20.0, -6.0])
@@ -271,7 +282,7 @@ def test_a_damaged_model_never_reaches_whisper_cpp(tiny_en_installed, tmp_path: 
         Transcriber(copy)
 
 
-@pytest.mark.parametrize("workers", [0, 2])  # 0: Transcriber; 2: a pool on shared weights
+@pytest.mark.parametrize("workers", [1, 2])
 def test_a_model_whisper_cpp_refuses_is_an_error_not_a_crash(
     tiny_en_installed, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, workers: int
 ) -> None:
@@ -283,10 +294,17 @@ def test_a_model_whisper_cpp_refuses_is_an_error_not_a_crash(
     intact = store.verify(model)
     monkeypatch.setattr(store, "verify", lambda path: intact)
     with pytest.raises(CorruptModelError, match=r"could not load the model: .*tensors"):
-        if workers:
-            TranscriberPool(cut, workers=workers)
-        else:
-            Transcriber(cut)
+        Transcriber(cut, workers=workers)
+
+
+def test_a_multilingual_model_reports_the_language_it_detected(base_installed) -> None:
+    clips = read_manifest(DATA / "speech" / "manifest.jsonl", language="sv")[:1]
+    with Transcriber(base_installed) as transcriber:
+        assert transcriber.language == "auto"
+        heard = transcriber.transcribe(Segmenter().segments(load(clips[0].audio)))
+        english = transcriber.transcribe(Segmenter().segments(load(JFK)))
+    assert heard.language == "sv" and heard.segments
+    assert english.language == "en"
 
 
 @pytest.mark.parametrize(("language", "message"), [("sv", "English-only"), ("xx", "English-only")])

@@ -12,8 +12,6 @@ from typing import Protocol
 
 import numpy as np
 
-from appliance.engine.transcriber import SEPARATOR_S
-from appliance.engine.windows import WINDOW_S
 from appliance.recording import spool as spool_file
 from appliance.recording.audio import SAMPLE_RATE, float_to_pcm16
 from appliance.recording.segmenter import Segmenter, SpeechSegment
@@ -39,12 +37,28 @@ class Source(Protocol):
     def stop(self) -> None: ...
 
 
-class Engine(Protocol):
-    """A blocking transcriber of speech segments (Transcriber, or a pool of workers)."""
+class Transcribed(Protocol):
+    """What the engine made of some speech."""
 
-    def transcribe(
+    @property
+    def segments(self) -> list[Segment]: ...
+
+    @property
+    def language(self) -> str | None:
+        """The language the speech was heard in (detected, if asked for "auto")."""
+
+
+class Engine(Protocol):
+    """The transcriber of speech segments (appliance.engine's Transcriber)."""
+
+    workers: int
+
+    async def transcribe_async(
         self, segments: Sequence[SpeechSegment], language: str | None
-    ) -> list[Segment]: ...
+    ) -> Transcribed: ...
+
+    def window_fill(self, durations_s: Sequence[float]) -> int:
+        """How many of the oldest segments (durations, oldest first) fit one window."""
 
 
 @dataclass
@@ -104,6 +118,7 @@ class Recording:
         self.offset_s = offset_s  # where in the meeting this source's first sample lies
         self.queue_segments = queue_segments
         self.language = None if meeting.language == "auto" else meeting.language
+        self._language_stored = self.language is not None
         self.audio_s = offset_s
         self.transcribed_s = offset_s
         self.capturing = True
@@ -181,12 +196,7 @@ class Recording:
 
     def _window_size(self) -> int:
         """How many of the oldest pending segments fit one window together."""
-        used = -SEPARATOR_S
-        for count, item in enumerate(self._pending):
-            used += SEPARATOR_S + item.end_s - item.start_s
-            if used > WINDOW_S:
-                return max(1, count)
-        return len(self._pending)
+        return self.engine.window_fill([p.end_s - p.start_s for p in self._pending])
 
     def _ready(self) -> bool:
         """A window is ready when full (a later segment would not fit), when capture has
@@ -218,16 +228,20 @@ class Recording:
                 continue
             # Behind (a backlog, or the meeting just stopped): one window per worker at once.
             batch = []
-            for _ in range(getattr(self.engine, "workers", 1)):
+            for _ in range(self.engine.workers):
                 if not self._ready():
                     break
                 batch += [self._pending.popleft() for _ in range(self._window_size())]
             segments = [self._load(item) for item in batch]
             self._in_flight_s = sum(s.duration_s for s in segments)
             try:
-                texts = await asyncio.to_thread(self.engine.transcribe, segments, self.language)
+                heard = await self.engine.transcribe_async(segments, self.language)
             finally:
                 self._in_flight_s = 0.0
+            if not self._language_stored and heard.language:
+                # An "auto" meeting records the language its first words were heard in.
+                self.db.set_language(self.meeting.id, heard.language)
+                self._language_stored = True
             # transcribed_s is committed with the text: recovery resumes exactly after it.
-            self.db.add_segments(self.meeting.id, texts, batch[-1].end_s)
+            self.db.add_segments(self.meeting.id, heard.segments, batch[-1].end_s)
             self.transcribed_s = max(self.transcribed_s, batch[-1].end_s)

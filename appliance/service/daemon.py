@@ -17,8 +17,7 @@ from appliance import paths
 from appliance.config import Config
 from appliance.delivery import retention
 from appliance.delivery.outbox import Outbox
-from appliance.engine.transcriber import DecodeOptions
-from appliance.engine.workers import open_transcriber
+from appliance.engine.transcriber import DecodeOptions, Transcriber
 from appliance.errors import UsageError
 from appliance.models import silero as silero_weights
 from appliance.models import store as model_store
@@ -50,7 +49,7 @@ def load_engine(config: Config) -> Engine:
         beam_size=config.transcriber.beam_size,
         prompt=", ".join(config.room.vocabulary),
     )
-    engine: Any = open_transcriber(path, options, config.transcriber.workers)
+    engine = Transcriber(path, options, config.transcriber.workers)
     engine.transcribe([SpeechSegment(0.0, 1.0, np.zeros(16000, dtype=np.float32))], None)
     segmenter(config)  # loads the VAD's weights now: a missing file stops the start, not a meeting
     return engine
