@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from dataclasses import dataclass
@@ -14,6 +15,7 @@ from appliance.store import DELIVERING, DONE, Database
 _LOGGER = logging.getLogger(__name__)
 
 _DAY_S = 86400.0
+_PURGE_INTERVAL_S = _DAY_S
 # A stray file in the outbox folder may be an enqueue still between writing and committing.
 _STRAY_AGE_S = _DAY_S
 
@@ -43,6 +45,14 @@ def purge(db: Database, config: Config, outbox: Outbox, now: float | None = None
     if audio or transcripts or strays:
         _LOGGER.info("purge: %s", summary)
     return summary
+
+
+async def purge_daily(db: Database, config: Config, outbox: Outbox) -> None:
+    """Purge now and then once a day, for ever (the daemon's background task)."""
+    while True:
+        # On the loop's thread: the one SQLite connection must not run two transactions.
+        _LOGGER.info("purge: %s", purge(db, config, outbox))
+        await asyncio.sleep(_PURGE_INTERVAL_S)
 
 
 def _purge_audio(db: Database, config: Config, now: float) -> list[int]:

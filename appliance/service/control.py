@@ -21,7 +21,8 @@ _LOGGER = logging.getLogger(__name__)
 MAX_REQUEST_BYTES = 64 * 1024
 SOCKET_MODE = 0o660
 
-# Each command's arguments and their types; anything else in a request is refused.
+# The one command table: each command's arguments and their types; anything else in a request
+# is refused. The daemon's Meetings serves each with the async method of the same name.
 COMMANDS: dict[str, dict[str, type | tuple[type, ...]]] = {
     "start": {"title": str, "to": list, "language": str, "from_file": str, "speed": float},
     "stop": {"wait": bool},
@@ -79,6 +80,18 @@ def parse_request(line: bytes) -> Request:
 
 
 Handler = Callable[[Request], Awaitable[dict[str, Any]]]
+
+
+def handler_for(target: Any) -> Handler:
+    """A Handler that runs each request as target's method named for the command."""
+    missing = [name for name in COMMANDS if not callable(getattr(target, name, None))]
+    if missing:
+        raise TypeError(f"{type(target).__name__} does not serve {', '.join(missing)}")
+
+    async def handle(request: Request) -> dict[str, Any]:
+        return await getattr(target, request.command)(**request.args)
+
+    return handle
 
 
 class ControlServer:
