@@ -244,10 +244,15 @@ def _add_model_options(parser: argparse.ArgumentParser, threads: int = 2) -> Non
 
 
 def _cmd_check_config(args: argparse.Namespace) -> int:
-    problems = checks.check_config(Path(args.config) if args.config else None)
-    for line in problems:
+    found = checks.review(Path(args.config) if args.config else None, must_exist=bool(args.config))
+    print(f"config: {found.config.source if found.config else found.path}")
+    print(f"checked: {checks.CHECKED}")
+    for line in found.warnings:
+        print(f"warning: {line}")
+    for line in found.problems:
         print(line)
-    return 1 if problems else 0
+    print(f"{len(found.problems)} problem(s)" if found.problems else "ok")
+    return 1 if found.problems else 0
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -25,6 +25,17 @@ MEETING = DATA / "meetings" / "dev-meeting-01.flac"
 APPLIANCE = [sys.executable, "-m", "appliance"]
 
 
+def wait_until(condition, timeout_s: float, what: str, interval_s: float = 0.2):
+    """Poll condition() until it returns something true, and return that; fail after timeout_s."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        found = condition()
+        if found:
+            return found
+        time.sleep(interval_s)
+    raise AssertionError(f"{what}: not within {timeout_s:g} s")
+
+
 class Daemon:
     """A daemon process with its own state dir, config and NOTIFY_SOCKET."""
 
@@ -92,15 +103,27 @@ class Daemon:
     def status(self) -> dict:
         return json.loads(self.cli("status", "--json").stdout)
 
+    def meeting(self, meeting_id: int) -> dict:
+        meetings = json.loads(self.cli("meetings", "--json").stdout)
+        return next(m for m in meetings if m["id"] == meeting_id)
+
     def wait_for_state(self, meeting_id: int, states: tuple[str, ...], timeout_s: float) -> dict:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            meetings = json.loads(self.cli("meetings", "--json").stdout)
-            found = next(m for m in meetings if m["id"] == meeting_id)
-            if found["state"] in states:
-                return found
-            time.sleep(0.5)
-        raise AssertionError(f"meeting {meeting_id} never reached {states}:\n{self.log_text()}")
+        try:
+            return wait_until(
+                lambda: (found := self.meeting(meeting_id))["state"] in states and found,
+                timeout_s,
+                f"meeting {meeting_id} in {states}",
+                0.5,
+            )
+        except AssertionError as err:
+            raise AssertionError(f"{err}:\n{self.log_text()}") from None
+
+    def wait_for_status(self, condition, timeout_s: float, what: str) -> dict:
+        """Poll `status --json` until condition(status) holds."""
+        try:
+            return wait_until(lambda: condition(s := self.status()) and s, timeout_s, what)
+        except AssertionError as err:
+            raise AssertionError(f"{err}:\n{self.log_text()}") from None
 
     def maildir(self) -> list:
         box = self.root / "state" / "maildir"

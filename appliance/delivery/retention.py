@@ -10,7 +10,7 @@ from pathlib import Path
 
 from appliance.config import Config
 from appliance.delivery.outbox import Outbox
-from appliance.store import DELIVERING, DONE, Database
+from appliance.store import DELIVERING, DONE, FAILED, Database
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ async def purge_daily(db: Database, config: Config, outbox: Outbox) -> None:
 def _purge_audio(db: Database, config: Config, now: float) -> list[int]:
     cutoff = now - config.storage.keep_audio_days * _DAY_S
     deleted = []
-    for meeting in db.meetings((DELIVERING, DONE)):
+    for meeting in db.meetings((DELIVERING, DONE, FAILED)):
         if meeting.stopped_at is None or meeting.stopped_at > cutoff:
             continue
         path = config.spool_dir / f"{meeting.id}.pcm"
@@ -75,7 +75,7 @@ def _purge_transcripts(db: Database, config: Config, outbox: Outbox, now: float)
         meeting = db.meeting(meeting_id)
         # DONE is what on_settled sets; a meeting not DONE could be handed to the outbox again,
         # and an emptied transcript must never be sent.
-        if meeting is None or meeting.state != DONE:
+        if meeting is None or meeting.state not in (DONE, FAILED):
             continue
         # Each step repeats harmlessly, and the outbox rows that find this meeting go last,
         # so a crash part way is finished by the next purge.

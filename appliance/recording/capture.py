@@ -176,6 +176,9 @@ class MicrophoneSource:
         self._heard_at = 0.0  # monotonic time the newest block taken from the device arrived
         self._overflows = 0
         self._overflow_reported_at: float | None = None
+        # While no device is heard: "microphone missing since 10:02:03: why" (never heard in
+        # this meeting) or "microphone lost since ...", for `status`; "" while recording.
+        self.problem = ""
 
     def stop(self) -> None:
         """End the stream; a gap still open is closed at the time of stopping."""
@@ -206,7 +209,7 @@ class MicrophoneSource:
                                 yield item
                             position_s += lost / SAMPLE_RATE
                             _LOGGER.warning("microphone back after %.1f s", lost / SAMPLE_RATE)
-                            lost_reason = ""
+                            lost_reason = self.problem = ""
                             delay = _FIRST_RETRY_S
                         yield pcm
                         position_s += len(pcm) / (2 * SAMPLE_RATE)
@@ -216,8 +219,13 @@ class MicrophoneSource:
             except _DeviceFault as err:
                 reason = str(err)
             if not lost_reason:
+                heard = position_s > 0
                 _LOGGER.warning("microphone lost: %s", reason)
                 lost_reason, lost_at = reason, self._heard_at
+                since = time.strftime("%H:%M:%S", time.localtime())
+                self.problem = (
+                    f"microphone {'lost' if heard else 'missing'} since {since}: {reason}"
+                )
             try:
                 await asyncio.wait_for(self._stopped.wait(), delay)
             except TimeoutError:

@@ -30,7 +30,9 @@ COMMANDS: dict[str, dict[str, type | tuple[type, ...]]] = {
     "status": {},
     "meetings": {},
     "show": {"id": int, "format": str},
+    "retry": {},
 }
+_MAX_INT = 2**63 - 1  # SQLite's integers
 
 
 class ControlError(ApplianceError, ConnectionError):
@@ -72,6 +74,8 @@ def parse_request(line: bytes) -> Request:
             not isinstance(value, accepted) or (isinstance(value, bool) and kind is not bool)
         ):
             raise ProtocolError(f"{command}: {key} must be {kind.__name__}")
+        if kind is int and value is not None and not -_MAX_INT <= value <= _MAX_INT:
+            raise ProtocolError(f"{command}: {key} is out of range")
         if kind is list and value and not all(isinstance(v, str) for v in value):
             raise ProtocolError(f"{command}: {key} must be a list of strings")
         if isinstance(value, str) and "\x00" in value:

@@ -21,6 +21,7 @@ from appliance.models import store as model_store
 from appliance.paths import TEMPLATES_OVERRIDE
 from appliance.recording.meeting import Engine
 from appliance.recording.segmenter import Segmenter, SpeechSegment
+from appliance.service import checks
 from appliance.service.button import Panel, led_for
 from appliance.service.control import ControlServer, handler_for
 from appliance.service.meetings import Meetings
@@ -32,6 +33,7 @@ _LOGGER = logging.getLogger(__name__)
 # SIGTERM leaves this long to finish the backlog (the unit's TimeoutStopSec is longer); what
 # is left stays in the spool and is finished by the next start.
 _SHUTDOWN_FINISH_S = 90.0
+_WATCH_S = 2.0
 
 
 def load_engine(config: Config) -> Engine:
@@ -80,10 +82,19 @@ class Daemon:
         self._pin_factory = pin_factory
         self.db = Database(config.database)
         self.outbox = Outbox(
-            self.db, config, templates_override=templates_override, on_settled=self._settled
+            self.db,
+            config,
+            templates_override=templates_override,
+            on_settled=self._settled,
+            on_attempt=self._attempted,
         )
         self.meetings = Meetings(
-            config, self.db, self.outbox, lambda: segmenter(config), self._show
+            config,
+            self.db,
+            self.outbox,
+            lambda: segmenter(config),
+            self._show,
+            checks.model_multilingual(config),
         )
         self._shutdown = asyncio.Event()
         self._exit_code = 0
@@ -101,6 +112,10 @@ class Daemon:
         await server.start()
         self.panel = Panel(self.config.button, loop, self._press, self._hold, self._pin_factory)
         stop_outbox = asyncio.Event()
+        # A restart is a reason to try again: the server may be back, or the cause fixed.
+        retried = self.outbox.retry_now()
+        if retried:
+            _LOGGER.info("retrying delivery to %d recipient(s) now", retried)
         background = [
             asyncio.create_task(self.notifier.watchdog(), name="watchdog"),
             asyncio.create_task(self.outbox.run(stop_outbox), name="outbox"),
@@ -108,10 +123,12 @@ class Daemon:
                 retention.purge_daily(self.db, self.config, self.outbox), name="purge"
             ),
             asyncio.create_task(self.meetings.recover(), name="recover"),
+            asyncio.create_task(self._watch(), name="watch"),
         ]
         for task in background:
             task.add_done_callback(self._background_done)
         self.notifier.ready("idle")
+        self._show()
         _LOGGER.info("ready: control socket %s", self.config.socket)
         try:
             await self._shutdown.wait()
@@ -138,14 +155,25 @@ class Daemon:
     def _settled(self, meeting_id: int) -> None:
         self.meetings.settled(meeting_id)
 
+    def _attempted(self, meeting_id: int) -> None:
+        self.meetings.attempted(meeting_id)
+
     def _show(self, fault: bool = False) -> None:
-        """Show the state on the LED and to systemd."""
+        """Show the state and what is wrong on the LED and to systemd."""
         state = self.meetings.state()
+        faults = self.meetings.faults()
         if self.panel is not None:
-            self.panel.show(led_for(state, fault))
+            self.panel.show(led_for(state, fault or bool(faults)))
         current = self.meetings.current
         detail = f" meeting {current.meeting.id}" if current else ""
-        self.notifier.status(f"{state}{detail}")
+        problem = f"; problem: {faults[0]}" if faults else ""
+        self.notifier.status(f"{state}{detail}{problem}")
+
+    async def _watch(self) -> None:
+        """Show faults that arrive without an event (disk filling, microphone gone, mail)."""
+        while True:
+            self._show()
+            await asyncio.sleep(_WATCH_S)
 
     # --- button: press starts or stops, hold cancels --------------------------------------
 

@@ -6,29 +6,74 @@ import asyncio
 import contextlib
 import datetime
 import logging
+import os
+import stat
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from appliance import languages
 from appliance.config import Config
 from appliance.delivery.outbox import Outbox
 from appliance.errors import UsageError
+from appliance.recording import spool as spool_file
 from appliance.recording.capture import FileSource, MicrophoneSource
 from appliance.recording.meeting import Engine, Recording, SpoolReplay
 from appliance.recording.segmenter import Segmenter
-from appliance.recording.spool import Spool
-from appliance.store import DELIVERING, DONE, FINISHING, UNFINISHED, Database, Meeting
-from appliance.transcript import FORMATS, render
+from appliance.recording.spool import DiskFullError, Spool
+from appliance.store import (
+    DELIVERING,
+    DONE,
+    FAILED,
+    FINISHING,
+    UNFINISHED,
+    Database,
+    Meeting,
+)
+from appliance.transcript import FORMATS, Gap, render
 
 _LOGGER = logging.getLogger(__name__)
+
+_MB = 1_000_000
+_FILE_KINDS = {
+    stat.S_IFDIR: "a folder",
+    stat.S_IFIFO: "a FIFO",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+    stat.S_IFSOCK: "a socket",
+}
+
+
+def _upload(path: Path, speed: float) -> FileSource:
+    """A FileSource for a regular file only: opening a FIFO would block until a writer came."""
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        raise UsageError(f"{path}: no such file") from None
+    except OSError as err:
+        raise UsageError(f"{path}: {err.strerror or err}") from err
+    if not stat.S_ISREG(info.st_mode):
+        kind = _FILE_KINDS.get(stat.S_IFMT(info.st_mode), "not a file")
+        raise UsageError(f"{path}: {kind}, not a regular file")
+    return FileSource(path, speed=speed)
+
+
+def _one_line(err: BaseException) -> str:
+    return " ".join(f"{type(err).__name__}: {err}".split())
+
+
+def _printable(text: str) -> str:
+    """Control characters from a title would reach terminals and the email's text."""
+    return "".join(c if c.isprintable() else " " for c in text)
 
 
 class Meetings:
     """One meeting at a time, recovered after a crash, handed to the outbox once finished.
 
     Serves the control commands (control.COMMANDS): one async method per command, named after
-    it, returning the reply. on_change(failed) is called whenever the state may have changed.
+    it, returning the reply. on_change(fault) is called whenever the state may have changed.
+    model is the configured model file's name and whether it is multilingual.
     """
 
     def __init__(
@@ -38,17 +83,20 @@ class Meetings:
         outbox: Outbox,
         new_segmenter: Callable[[], Segmenter],
         on_change: Callable[[bool], None],
+        model: tuple[str, bool] = ("the model", False),
     ) -> None:
         self.config = config
         self.db = db
         self.outbox = outbox
         self.engine: Engine | None = None  # set by the daemon once the model is loaded
+        self.model = model
         self._new_segmenter = new_segmenter
         self._on_change = on_change
         self.current: Recording | None = None
         self._current_task: asyncio.Task | None = None
+        self._starting = False
         self.tasks: set[asyncio.Task] = set()
-        self._settled: dict[int, asyncio.Event] = {}
+        self._outcome: dict[int, asyncio.Event] = {}
 
     # --- commands -----------------------------------------------------------------------
 
@@ -61,9 +109,23 @@ class Meetings:
         speed: float = 0.0,
     ) -> dict[str, Any]:
         """Start recording; UsageError if a meeting is already running or an argument is bad."""
-        return {
-            "meeting": self.start_meeting(title, tuple(to), language, from_file, speed).to_json()
-        }
+        self._check_idle()
+        language = self._check_language(language)
+        source: Any = None
+        self._starting = True
+        try:
+            # Off the loop: a file on a stalled disk, or anything else odd, blocks a thread only.
+            if from_file:
+                if not 0 <= speed <= 1000:
+                    raise UsageError(f"speed {speed:g} is out of range (0 to 1000)")
+                source = await asyncio.to_thread(_upload, Path(from_file), speed)
+            await asyncio.to_thread(self._check_room)
+        finally:
+            self._starting = False
+        meeting = self._begin(
+            source, str(from_file) if from_file else "", title, tuple(to), language
+        )
+        return {"meeting": meeting.to_json()}
 
     async def stop(self, wait: bool = False) -> dict[str, Any]:
         """Stop recording; with wait, return once the transcript is final and delivery tried."""
@@ -88,7 +150,7 @@ class Meetings:
             "backlog_s": round(recording.backlog_s, 1) if recording else 0.0,
             "last_line": self.db.last_line(meeting.id) if meeting else "",
             "outbox": self.outbox.counts(),
-            "problems": self.outbox.problems(),
+            "problems": self.faults() + self.outbox.problems(),
         }
 
     async def meetings(self) -> dict[str, Any]:
@@ -105,39 +167,77 @@ class Meetings:
             raise UsageError(f"no meeting {id}")
         return {"text": render(self.db.transcript(id), format)}
 
-    # --- lifecycle ----------------------------------------------------------------------
+    async def retry(self) -> dict[str, Any]:
+        """Try every recipient still waiting for a retry now."""
+        return {"retried": self.outbox.retry_now()}
 
-    def start_meeting(
-        self,
-        title: str = "",
-        to: tuple[str, ...] = (),
-        language: str = "",
-        from_file: str = "",
-        speed: float = 0.0,
-    ) -> Meeting:
-        """Create the meeting and start its recording."""
-        if self.current is not None:
+    # --- starting -----------------------------------------------------------------------
+
+    def start_meeting(self) -> Meeting:
+        """Start recording from the microphone (the button): the room's language and title."""
+        self._check_idle()
+        self._check_room()
+        return self._begin(None, "", "", (), self._check_language(""))
+
+    def _check_idle(self) -> None:
+        current = self.current
+        if current is not None and current.capturing:
+            raise UsageError(f"meeting {current.meeting.id} is already recording; stop it first")
+        if current is not None:
             raise UsageError(
-                f"meeting {self.current.meeting.id} is already recording; stop it first"
+                f"meeting {current.meeting.id} is still being transcribed; start again when "
+                "`appliance status` no longer says finishing"
             )
+        if self._starting:
+            raise UsageError("another meeting is starting")
+
+    def _check_language(self, language: str) -> str:
         language = language or self.config.room.language
-        if from_file:
-            if not 0 <= speed <= 1000:
-                raise UsageError(f"speed {speed:g} is out of range (0 to 1000)")
-            source: Any = FileSource(Path(from_file), speed=speed)
-            origin = str(from_file)
-        else:
+        refusal = languages.refusal(language, *self.model)
+        if refusal:
+            raise UsageError(f"language {language!r}: {refusal}")
+        return language
+
+    def _check_room(self) -> None:
+        """Refuse to start without [storage] min_free_mb free: the audio must have room."""
+        self.config.state_dir.mkdir(parents=True, exist_ok=True)
+        free = spool_file.free_bytes(self.config.state_dir)
+        if free < self.config.storage.min_free_mb * _MB:
+            raise DiskFullError(
+                f"cannot start: {free // _MB} MB free in {self.config.state_dir}, and a meeting "
+                f"needs [storage] min_free_mb = {self.config.storage.min_free_mb}"
+            )
+
+    def _begin(
+        self,
+        source: FileSource | None,
+        from_file: str,
+        title: str,
+        to: tuple[str, ...],
+        language: str,
+    ) -> Meeting:
+        """Create the meeting and start its recording (no await: nothing can start between)."""
+        self._check_idle()
+        if source is None:
             source = MicrophoneSource(
                 self.config.audio.device,
                 self.config.audio.retry_max_s,
                 self.config.audio.samplerate,
             )
-            origin = "microphone"
         started = time.time()
         meeting = self.db.create(
-            title.strip() or self._default_title(started), language, tuple(to), origin, started
+            _printable(title).strip() or self._default_title(started),
+            language,
+            to,
+            from_file or "microphone",
+            started,
         )
         path = self.spool_path(meeting.id)
+        try:
+            spool = Spool.create(path, reserve_bytes=self.config.storage.min_free_mb * _MB // 2)
+        except Exception:
+            self.db.delete(meeting.id)
+            raise
         self.current = Recording(
             meeting,
             self.db,
@@ -145,11 +245,11 @@ class Meetings:
             self.engine,
             self._new_segmenter(),
             path,
-            Spool.create(path),
+            spool,
             queue_segments=self.config.transcriber.queue_segments,
         )
         self._current_task = self.track(self._record(self.current))
-        _LOGGER.info("meeting %d started (%s)", meeting.id, origin)
+        _LOGGER.info("meeting %d started (%s)", meeting.id, meeting.source)
         self._on_change(False)
         return meeting
 
@@ -168,37 +268,65 @@ class Meetings:
         task.add_done_callback(self.tasks.discard)
         return task
 
+    # --- finishing ----------------------------------------------------------------------
+
     async def _record(self, recording: Recording) -> None:
+        meeting_id = recording.meeting.id
         try:
             await recording.run()
         except asyncio.CancelledError:
             raise
         except Exception as err:  # one meeting's failure must not take the daemon down
-            _LOGGER.exception("meeting %d failed while recording", recording.meeting.id)
-            self.db.set_state(recording.meeting.id, FINISHING, error=f"{type(err).__name__}: {err}")
-            self._on_change(True)
-            return
+            _LOGGER.exception("meeting %d failed while recording", meeting_id)
+            self._note_failure(meeting_id, recording.audio_s, _one_line(err))
         finally:
             if self.current is recording:
                 self.current = None
-        await self._hand_off(recording.meeting.id)
+        await self._deliver(meeting_id)
 
-    async def _hand_off(self, meeting_id: int) -> None:
-        """Give a finished meeting to the outbox; enqueue is idempotent, so a retry is safe."""
+    def _note_failure(self, meeting_id: int, audio_s: float, reason: str) -> None:
+        """Mark what was recorded but not transcribed as a gap, and keep the reason."""
+        meeting = self.db.meeting(meeting_id)
+        if audio_s > meeting.transcribed_s:
+            gap = Gap(meeting.transcribed_s, audio_s, f"not transcribed: {reason}")
+            self.db.add_gap(meeting_id, gap)
+        self.db.set_audio(meeting_id, max(audio_s, meeting.audio_s))
+        self.db.set_state(meeting_id, FINISHING, error=reason)
+
+    def _failed(self, meeting: Meeting) -> bool:
+        """Ended by an error with nothing at all transcribed."""
+        return bool(meeting.error) and not self.db.last_line(meeting.id)
+
+    async def _deliver(self, meeting_id: int) -> None:
+        """Give a finished meeting to the outbox; enqueue is idempotent, so a retry is safe.
+
+        A failed meeting is sent too: the organiser learns why there is no transcript."""
         self.db.set_state(meeting_id, DELIVERING)
         meeting = self.db.meeting(meeting_id)
         await self.outbox.enqueue_async(meeting, self.db.transcript(meeting_id))
+        if self._failed(meeting):
+            self.db.set_state(meeting_id, FAILED)
+            _LOGGER.warning("meeting %d failed: %s", meeting_id, meeting.error)
+        elif self.config.storage.keep_audio_days == 0:
+            self.spool_path(meeting_id).unlink(missing_ok=True)  # the transcript is final
         _LOGGER.info("meeting %d handed to delivery", meeting_id)
         self._on_change(False)
 
     def settled(self, meeting_id: int) -> None:
         """The outbox has a final outcome for every recipient of this meeting."""
-        self.db.set_state(meeting_id, DONE)
-        self._settled.setdefault(meeting_id, asyncio.Event()).set()
+        meeting = self.db.meeting(meeting_id)
+        if meeting is not None:
+            self.db.set_state(meeting_id, FAILED if self._failed(meeting) else DONE)
+        self.attempted(meeting_id)
+
+    def attempted(self, meeting_id: int) -> None:
+        """A delivery attempt for this meeting has an outcome (sent, refused or retrying)."""
+        self._outcome.setdefault(meeting_id, asyncio.Event()).set()
         self._on_change(False)
 
     async def stop_meeting(self, wait: bool = False) -> Meeting:
-        """Stop recording; with wait, return once the transcript is final and delivery tried."""
+        """Stop recording; with wait, return once the transcript is final and the first
+        delivery attempt has an outcome."""
         recording = self.current
         if recording is None:
             raise UsageError("no meeting is recording")
@@ -207,9 +335,9 @@ class Meetings:
         meeting_id = recording.meeting.id
         if wait:
             await asyncio.shield(self._current_task)
-            settled = self._settled.setdefault(meeting_id, asyncio.Event())
+            outcome = self._outcome.setdefault(meeting_id, asyncio.Event())
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(settled.wait(), self.config.smtp.timeout_s)
+                await asyncio.wait_for(outcome.wait(), self.config.smtp.timeout_s)
         return self.db.meeting(meeting_id)
 
     async def cancel_meeting(self) -> Meeting:
@@ -228,31 +356,62 @@ class Meetings:
         self._on_change(False)
         return recording.meeting
 
+    # --- recovery -----------------------------------------------------------------------
+
     async def recover(self) -> None:
-        """Finish meetings a crash or power cut left behind, then hand each to delivery once."""
+        """Finish meetings a crash or power cut left behind, then hand each to delivery once.
+
+        A meeting that cannot be finished is marked failed with its reason; the rest go on,
+        and the daemon with them."""
         for meeting in self.db.meetings(UNFINISHED):
-            path = self.spool_path(meeting.id)
-            _LOGGER.warning(
-                "meeting %d was left %s; recovering from %s", meeting.id, meeting.state, path
-            )
-            self.db.set_state(meeting.id, FINISHING)
-            if path.exists():
-                replay = Recording(
-                    meeting,
-                    self.db,
-                    SpoolReplay(path, meeting.transcribed_s),
-                    self.engine,
-                    self._new_segmenter(),
-                    path,
-                    offset_s=meeting.transcribed_s,
-                    queue_segments=self.config.transcriber.queue_segments,
-                )
-                await self.track(replay.run())
-            else:
-                self.db.set_state(meeting.id, FINISHING, error="audio spool missing")
-            await self._hand_off(meeting.id)
+            try:
+                await self._recover(meeting)
+            except Exception as err:
+                _LOGGER.exception("meeting %d cannot be recovered", meeting.id)
+                await self._give_up(meeting, _one_line(err))
         for meeting in self.db.meetings((DELIVERING,)):
-            await self.outbox.enqueue_async(meeting, self.db.transcript(meeting.id))
+            try:
+                await self._deliver(meeting.id)
+            except Exception:
+                _LOGGER.exception(
+                    "meeting %d: hand-off failed; tried again at the next start", meeting.id
+                )
+
+    async def _recover(self, meeting: Meeting) -> None:
+        path = self.spool_path(meeting.id)
+        _LOGGER.warning(
+            "meeting %d was left %s; recovering from %s", meeting.id, meeting.state, path
+        )
+        self.db.set_state(meeting.id, FINISHING)
+        if not path.exists():
+            self.db.set_state(meeting.id, FINISHING, error="audio spool missing")
+        else:
+            refusal = languages.refusal(meeting.language, *self.model)
+            if refusal:
+                raise UsageError(f"language {meeting.language!r}: {refusal}")
+            replay = Recording(
+                meeting,
+                self.db,
+                SpoolReplay(path, meeting.transcribed_s),
+                self.engine,
+                self._new_segmenter(),
+                path,
+                offset_s=meeting.transcribed_s,
+                queue_segments=self.config.transcriber.queue_segments,
+            )
+            await self.track(replay.run())
+        await self._deliver(meeting.id)
+
+    async def _give_up(self, meeting: Meeting, reason: str) -> None:
+        try:
+            audio_s = spool_file.duration_s(self.spool_path(meeting.id))
+        except OSError:
+            audio_s = meeting.audio_s
+        try:
+            self._note_failure(meeting.id, audio_s, reason)
+            await self._deliver(meeting.id)
+        except Exception:  # e.g. the disk still full: the next start tries again
+            _LOGGER.exception("meeting %d: cannot be marked failed now", meeting.id)
 
     async def finish_for_shutdown(self, timeout_s: float) -> None:
         """Stop the meeting and give the backlog timeout_s; what is left the next start finishes."""
@@ -264,6 +423,8 @@ class Meetings:
             for task in pending:
                 task.cancel()  # left in "finishing": the next start recovers it from the spool
 
+    # --- state --------------------------------------------------------------------------
+
     def state(self) -> str:
         """recording, finishing, delivering or idle."""
         if self.current is not None:
@@ -273,3 +434,37 @@ class Meetings:
         if self.db.meetings((DELIVERING,)):
             return "delivering"
         return "idle"
+
+    def faults(self) -> list[str]:
+        """What is wrong now, one line each: the LED shows error and systemd's status says so
+        while any is there (the outbox's settled failures are shown by `status` alone)."""
+        lines = []
+        recording = self.current
+        if recording is not None:
+            problem = getattr(recording.source, "problem", "")
+            if problem:
+                lines.append(problem)
+            if recording.disk_full_at is not None:
+                lines.append(
+                    f"meeting {recording.meeting.id}: the disk is full; audio after "
+                    f"{_clock(recording.disk_full_at)} is not being recorded"
+                )
+        try:
+            free = spool_file.free_bytes(self.config.state_dir)
+        except OSError:
+            free = None
+        if free is not None and free < self.config.storage.min_free_mb * _MB:
+            lines.append(
+                f"disk nearly full: {free // _MB} MB free in {self.config.state_dir}; a meeting "
+                f"needs [storage] min_free_mb = {self.config.storage.min_free_mb}"
+            )
+        day_ago = time.time() - 86400.0
+        for meeting in self.db.meetings((FAILED,)):
+            if (meeting.stopped_at or meeting.started_at) >= day_ago:
+                lines.append(f"meeting {meeting.id} failed: {meeting.error}")
+        return lines + self.outbox.retrying()
+
+
+def _clock(seconds: float) -> str:
+    whole = int(seconds)
+    return f"{whole // 3600:02d}:{whole // 60 % 60:02d}:{whole % 60:02d}"
