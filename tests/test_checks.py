@@ -321,7 +321,7 @@ def test_a_language_the_english_only_model_cannot_do(write, language):
 def test_a_language_whisper_does_not_know_is_a_config_error(write):
     path = write('[room]\nlanguage = "xx"\n')
     assert checks.check_config(path) == [
-        f"{path}: room.language: 'xx' is not a language code like \"en\" or \"auto\""
+        f'{path}: room.language: \'xx\' is not a language code like "en" or "auto"'
     ]
 
 
