@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -376,3 +377,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2 if isinstance(err, UsageError) else 1
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # `appliance status | head`: the reader has gone. Point stdout at /dev/null so that
+        # Python's own flush at exit does not fail again, and exit as a shell would.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from smtp_server import smtp  # noqa: F401 (a fixture)
-from test_daemon import JFK, MEETING, Daemon, wait_until
+from test_daemon import APPLIANCE, JFK, MEETING, Daemon, wait_until
 
 from appliance.service.control import request
 
@@ -72,6 +72,25 @@ def test_a_language_the_model_cannot_do_is_refused_at_start(make_daemon):
     assert "English-only" in refused.stderr or "not a language" in refused.stderr
     assert json.loads(daemon.cli("meetings", "--json").stdout) == []  # nothing recorded
     assert daemon.status()["state"] == "idle"
+    # Control characters in a title never reach a terminal or the email.
+    meeting_id = int(
+        daemon.cli("start", "--from-file", str(JFK), "--title", "Q3\x1b[2J\x07").stdout
+    )
+    assert daemon.meeting(meeting_id)["title"] == "Q3 [2J"
+    # `status | head` ends quietly: a reader that has gone is no traceback.
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    piped = subprocess.run(
+        [*APPLIANCE, "status", "--config", str(daemon.config)],
+        stdout=write_end,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=daemon.env,
+    )
+    os.close(write_end)
+    assert piped.returncode == 141 and piped.stderr == ""
+    huge = daemon.cli("show", "99999999999999999999", check=False)
+    assert huge.returncode == 2 and "out of range" in huge.stderr
     assert daemon.stop() == 0
 
 

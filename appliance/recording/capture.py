@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import shutil
+import stat
 import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -34,6 +36,29 @@ _FIRST_RETRY_S = 0.5
 _OVERFLOW_REPORT_S = 60.0  # a struggling device logs once a minute, not ten times a second
 _QUEUED_BLOCKS = 600  # a minute of blocks may wait for the loop; past that they are dropped
 _SILENCE_CHUNK = 10 * SAMPLE_RATE  # a long outage's zeros go out in pieces of this many samples
+
+
+_FILE_KINDS = {
+    stat.S_IFDIR: "a folder",
+    stat.S_IFIFO: "a FIFO",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+    stat.S_IFSOCK: "a socket",
+}
+
+
+def upload(path: Path, speed: float = 0.0) -> FileSource:
+    """A FileSource for a regular file only: opening a FIFO would block until a writer came."""
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        raise AudioError(f"{path}: no such file") from None
+    except OSError as err:
+        raise AudioError(f"{path}: {err.strerror or err}") from err
+    if not stat.S_ISREG(info.st_mode):
+        kind = _FILE_KINDS.get(stat.S_IFMT(info.st_mode), "not a file")
+        raise AudioError(f"{path}: {kind}, not a regular file")
+    return FileSource(path, speed=speed)
 
 
 class FileSource:

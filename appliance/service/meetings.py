@@ -6,8 +6,6 @@ import asyncio
 import contextlib
 import datetime
 import logging
-import os
-import stat
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -18,16 +16,16 @@ from appliance.config import Config
 from appliance.delivery.outbox import Outbox
 from appliance.errors import UsageError
 from appliance.recording import spool as spool_file
-from appliance.recording.capture import FileSource, MicrophoneSource
-from appliance.recording.meeting import Engine, Recording, SpoolReplay
+from appliance.recording.capture import FileSource, MicrophoneSource, upload
+from appliance.recording.meeting import Engine, Recording
 from appliance.recording.segmenter import Segmenter
 from appliance.recording.spool import DiskFullError, Spool
+from appliance.service import faults, recovery
 from appliance.store import (
     DELIVERING,
     DONE,
     FAILED,
     FINISHING,
-    UNFINISHED,
     Database,
     Meeting,
 )
@@ -36,31 +34,6 @@ from appliance.transcript import FORMATS, Gap, render
 _LOGGER = logging.getLogger(__name__)
 
 _MB = 1_000_000
-_FILE_KINDS = {
-    stat.S_IFDIR: "a folder",
-    stat.S_IFIFO: "a FIFO",
-    stat.S_IFCHR: "a character device",
-    stat.S_IFBLK: "a block device",
-    stat.S_IFSOCK: "a socket",
-}
-
-
-def _upload(path: Path, speed: float) -> FileSource:
-    """A FileSource for a regular file only: opening a FIFO would block until a writer came."""
-    try:
-        info = os.stat(path)
-    except FileNotFoundError:
-        raise UsageError(f"{path}: no such file") from None
-    except OSError as err:
-        raise UsageError(f"{path}: {err.strerror or err}") from err
-    if not stat.S_ISREG(info.st_mode):
-        kind = _FILE_KINDS.get(stat.S_IFMT(info.st_mode), "not a file")
-        raise UsageError(f"{path}: {kind}, not a regular file")
-    return FileSource(path, speed=speed)
-
-
-def _one_line(err: BaseException) -> str:
-    return " ".join(f"{type(err).__name__}: {err}".split())
 
 
 def _printable(text: str) -> str:
@@ -90,7 +63,7 @@ class Meetings:
         self.outbox = outbox
         self.engine: Engine | None = None  # set by the daemon once the model is loaded
         self.model = model
-        self._new_segmenter = new_segmenter
+        self.new_segmenter = new_segmenter
         self._on_change = on_change
         self.current: Recording | None = None
         self._current_task: asyncio.Task | None = None
@@ -118,7 +91,7 @@ class Meetings:
             if from_file:
                 if not 0 <= speed <= 1000:
                     raise UsageError(f"speed {speed:g} is out of range (0 to 1000)")
-                source = await asyncio.to_thread(_upload, Path(from_file), speed)
+                source = await asyncio.to_thread(upload, Path(from_file), speed)
             await asyncio.to_thread(self._check_room)
         finally:
             self._starting = False
@@ -243,7 +216,7 @@ class Meetings:
             self.db,
             source,
             self.engine,
-            self._new_segmenter(),
+            self.new_segmenter(),
             path,
             spool,
             queue_segments=self.config.transcriber.queue_segments,
@@ -278,13 +251,13 @@ class Meetings:
             raise
         except Exception as err:  # one meeting's failure must not take the daemon down
             _LOGGER.exception("meeting %d failed while recording", meeting_id)
-            self._note_failure(meeting_id, recording.audio_s, _one_line(err))
+            self.note_failure(meeting_id, recording.audio_s, faults.one_line(err))
         finally:
             if self.current is recording:
                 self.current = None
-        await self._deliver(meeting_id)
+        await self.deliver(meeting_id)
 
-    def _note_failure(self, meeting_id: int, audio_s: float, reason: str) -> None:
+    def note_failure(self, meeting_id: int, audio_s: float, reason: str) -> None:
         """Mark what was recorded but not transcribed as a gap, and keep the reason."""
         meeting = self.db.meeting(meeting_id)
         if audio_s > meeting.transcribed_s:
@@ -297,7 +270,7 @@ class Meetings:
         """Ended by an error with nothing at all transcribed."""
         return bool(meeting.error) and not self.db.last_line(meeting.id)
 
-    async def _deliver(self, meeting_id: int) -> None:
+    async def deliver(self, meeting_id: int) -> None:
         """Give a finished meeting to the outbox; enqueue is idempotent, so a retry is safe.
 
         A failed meeting is sent too: the organiser learns why there is no transcript."""
@@ -356,62 +329,9 @@ class Meetings:
         self._on_change(False)
         return recording.meeting
 
-    # --- recovery -----------------------------------------------------------------------
-
     async def recover(self) -> None:
-        """Finish meetings a crash or power cut left behind, then hand each to delivery once.
-
-        A meeting that cannot be finished is marked failed with its reason; the rest go on,
-        and the daemon with them."""
-        for meeting in self.db.meetings(UNFINISHED):
-            try:
-                await self._recover(meeting)
-            except Exception as err:
-                _LOGGER.exception("meeting %d cannot be recovered", meeting.id)
-                await self._give_up(meeting, _one_line(err))
-        for meeting in self.db.meetings((DELIVERING,)):
-            try:
-                await self._deliver(meeting.id)
-            except Exception:
-                _LOGGER.exception(
-                    "meeting %d: hand-off failed; tried again at the next start", meeting.id
-                )
-
-    async def _recover(self, meeting: Meeting) -> None:
-        path = self.spool_path(meeting.id)
-        _LOGGER.warning(
-            "meeting %d was left %s; recovering from %s", meeting.id, meeting.state, path
-        )
-        self.db.set_state(meeting.id, FINISHING)
-        if not path.exists():
-            self.db.set_state(meeting.id, FINISHING, error="audio spool missing")
-        else:
-            refusal = languages.refusal(meeting.language, *self.model)
-            if refusal:
-                raise UsageError(f"language {meeting.language!r}: {refusal}")
-            replay = Recording(
-                meeting,
-                self.db,
-                SpoolReplay(path, meeting.transcribed_s),
-                self.engine,
-                self._new_segmenter(),
-                path,
-                offset_s=meeting.transcribed_s,
-                queue_segments=self.config.transcriber.queue_segments,
-            )
-            await self.track(replay.run())
-        await self._deliver(meeting.id)
-
-    async def _give_up(self, meeting: Meeting, reason: str) -> None:
-        try:
-            audio_s = spool_file.duration_s(self.spool_path(meeting.id))
-        except OSError:
-            audio_s = meeting.audio_s
-        try:
-            self._note_failure(meeting.id, audio_s, reason)
-            await self._deliver(meeting.id)
-        except Exception:  # e.g. the disk still full: the next start tries again
-            _LOGGER.exception("meeting %d: cannot be marked failed now", meeting.id)
+        """Finish what a crash left behind (service/recovery.py)."""
+        await recovery.recover(self)
 
     async def finish_for_shutdown(self, timeout_s: float) -> None:
         """Stop the meeting and give the backlog timeout_s; what is left the next start finishes."""
@@ -436,35 +356,5 @@ class Meetings:
         return "idle"
 
     def faults(self) -> list[str]:
-        """What is wrong now, one line each: the LED shows error and systemd's status says so
-        while any is there (the outbox's settled failures are shown by `status` alone)."""
-        lines = []
-        recording = self.current
-        if recording is not None:
-            problem = getattr(recording.source, "problem", "")
-            if problem:
-                lines.append(problem)
-            if recording.disk_full_at is not None:
-                lines.append(
-                    f"meeting {recording.meeting.id}: the disk is full; audio after "
-                    f"{_clock(recording.disk_full_at)} is not being recorded"
-                )
-        try:
-            free = spool_file.free_bytes(self.config.state_dir)
-        except OSError:
-            free = None
-        if free is not None and free < self.config.storage.min_free_mb * _MB:
-            lines.append(
-                f"disk nearly full: {free // _MB} MB free in {self.config.state_dir}; a meeting "
-                f"needs [storage] min_free_mb = {self.config.storage.min_free_mb}"
-            )
-        day_ago = time.time() - 86400.0
-        for meeting in self.db.meetings((FAILED,)):
-            if (meeting.stopped_at or meeting.started_at) >= day_ago:
-                lines.append(f"meeting {meeting.id} failed: {meeting.error}")
-        return lines + self.outbox.retrying()
-
-
-def _clock(seconds: float) -> str:
-    whole = int(seconds)
-    return f"{whole // 3600:02d}:{whole // 60 % 60:02d}:{whole % 60:02d}"
+        """What is wrong now, one line each (service/faults.py)."""
+        return faults.now(self)
