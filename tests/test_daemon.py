@@ -170,8 +170,7 @@ def test_socket_commands_and_a_meeting_from_a_file(daemon):
     again = daemon.cli("start", "--from-file", str(JFK), check=False)
     assert again.returncode == 2 and f"meeting {meeting_id} is already recording" in again.stderr
     daemon.wait_for_message(f"STATUS=recording meeting {meeting_id}", 10)
-    time.sleep(12)
-    status = daemon.status()
+    status = daemon.wait_for_status(lambda s: s["audio_s"] > 10, 60, "ten seconds recorded")
     assert status["state"] == "recording" and status["meeting"]["title"] == "Budget <Q3>"
     assert 8 < status["audio_s"] < 30 and status["elapsed_s"] >= status["audio_s"] - 1
     assert "outbox" in status
@@ -216,7 +215,7 @@ def test_sigkill_mid_meeting_is_recovered_and_delivered_once(daemon):
         ).stdout
     )
     started = time.monotonic()
-    time.sleep(15)
+    daemon.wait_for_status(lambda s: s["audio_s"] >= 15, 60, "15 s recorded")
     daemon.process.kill()  # SIGKILL: no chance to flush anything
     recorded_s = time.monotonic() - started
     daemon.process.wait()
@@ -228,11 +227,12 @@ def test_sigkill_mid_meeting_is_recovered_and_delivered_once(daemon):
     assert done["audio_s"] == pytest.approx(spooled_s, abs=0.05)
     text = daemon.cli("show", str(meeting_id)).stdout
     assert len(text.split()) > 12  # the first 15 s of the meeting hold about 20 words
-    time.sleep(1)
     assert len(daemon.maildir()) == 1  # handed to delivery exactly once
     assert daemon.stop() == 0
     daemon.start()  # a third start finds nothing left to recover or resend
-    time.sleep(2)
+    daemon.wait_for_status(
+        lambda s: s["state"] == "idle" and s["outbox"]["delivered"] == 1, 60, "settled"
+    )
     assert len(daemon.maildir()) == 1
     assert daemon.stop() == 0
 
@@ -244,7 +244,7 @@ def test_sigterm_during_a_meeting_finishes_it_and_exits_0(daemon):
             "start", "--from-file", str(MEETING), "--realtime", "--to", "anna@example.com"
         ).stdout
     )
-    time.sleep(8)
+    daemon.wait_for_status(lambda s: s["audio_s"] > 8, 60, "eight seconds recorded")
     assert daemon.stop(signal.SIGTERM) == 0
     daemon.wait_for_message("STOPPING=1", 5)
     daemon.start()
