@@ -39,11 +39,13 @@ def wait_until(condition, timeout_s: float, what: str, interval_s: float = 0.2):
 class Daemon:
     """A daemon process with its own state dir, config and NOTIFY_SOCKET."""
 
-    def __init__(self, root: Path, extra_config: str = "", env: dict | None = None) -> None:
+    def __init__(
+        self, root: Path, extra_config: str = "", env: dict | None = None, storage: str = ""
+    ) -> None:
         self.root = root
         self.config = root / "config.toml"
         self.config.write_text(
-            f'[storage]\nstate_dir = "{root / "state"}"\n'
+            f'[storage]\nstate_dir = "{root / "state"}"\n{storage}'
             f'[control]\nsocket = "{root / "control.sock"}"\n' + extra_config
         )
         self.env = {**os.environ, **(env or {})}

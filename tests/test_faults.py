@@ -41,9 +41,10 @@ def _smtp_config(server, timeout_s: float = 60.0) -> str:
 def make_daemon(tmp_path, tiny_en_installed):
     made = []
 
-    def make(extra: str = "") -> Daemon:
+    def make(extra: str = "", storage: str = "") -> Daemon:
         models = tiny_en_installed["q5_1"].parent
-        daemon = Daemon(tmp_path, f'[transcriber]\nmodels_dir = "{models}"\n' + extra)
+        extra = f'[transcriber]\nmodels_dir = "{models}"\n' + extra
+        daemon = Daemon(tmp_path, extra, storage=storage)
         made.append(daemon)
         return daemon
 
@@ -144,13 +145,11 @@ def small_disk(tmp_path):
 
 def test_a_full_disk_delivers_what_was_captured_with_a_note(make_daemon, server, small_disk):
     server.start()
-    daemon = make_daemon(_smtp_config(server))
-    config = daemon.config.read_text().replace(
-        f'state_dir = "{daemon.root / "state"}"',
-        # the audio kept for a day, so the full disk stays full after the hand-off
-        f'state_dir = "{small_disk / "state"}"\nmin_free_mb = 2\nkeep_audio_days = 1',
+    # The audio kept for a day, so the full disk stays full after the hand-off.
+    daemon = make_daemon(_smtp_config(server), storage="min_free_mb = 2\nkeep_audio_days = 1\n")
+    daemon.config.write_text(
+        daemon.config.read_text().replace(str(daemon.root / "state"), str(small_disk / "state"))
     )
-    daemon.config.write_text(config)
     daemon.start()
     meeting_id = int(
         daemon.cli("start", "--from-file", str(MEETING), "--speed", "8", "--to", ANNA).stdout
@@ -250,3 +249,47 @@ def test_retry_now_and_stop_wait_against_a_dead_port(make_daemon, server):
     daemon.wait_for_state(meeting_id, ("done",), 120)
     assert len(server.messages(ANNA)) == 1
     assert daemon.stop() == 0
+
+
+def test_a_microphone_that_goes_and_comes_back_is_a_gap_in_the_email(make_daemon, server, tmp_path):
+    from tools.virtual_mic import DEVICE, VirtualMicrophone
+
+    microphone = VirtualMicrophone(tmp_path / "pulse").start()
+    try:
+        server.start()
+        daemon = make_daemon(
+            _smtp_config(server) + f'[audio]\ndevice = "{DEVICE}"\nsamplerate = 16000\n'
+            "retry_max_s = 1.0\n"
+        )
+        daemon.env = microphone.env
+        daemon.start()
+        meeting_id = int(daemon.cli("start", "--to", ANNA).stdout)
+        assert microphone.play(JFK).wait(timeout=120) == 0
+        daemon.wait_for_status(lambda s: s["audio_s"] > 12, 60, "the first sentence recorded")
+        microphone.stop()  # the sound server, and with it the device, goes away
+        lost = daemon.wait_for_status(
+            lambda s: any(p.startswith("microphone lost since ") for p in s["problems"]),
+            60,
+            "the microphone lost",
+        )
+        assert lost["state"] == "recording"
+        microphone.start()
+        daemon.wait_for_status(
+            lambda s: not any(p.startswith("microphone") for p in s["problems"]),
+            60,
+            "the microphone back",
+        )
+        assert microphone.play(JFK).wait(timeout=120) == 0
+        heard_s = daemon.status()["audio_s"]
+        daemon.wait_for_status(lambda s: s["audio_s"] >= heard_s + 1.0, 30, "the last second")
+        daemon.cli("stop", "--wait")
+        daemon.wait_for_state(meeting_id, ("done",), 120)
+        wait_until(lambda: server.messages(ANNA), 60, "the email")
+        body = _body(server.messages(ANNA)[0]).lower()
+        assert "the recorder lost audio 1 time" in body
+        assert "microphone lost" in body
+        assert body.count("ask not what your country") == 2
+        assert body.index("ask not") < body.index("microphone lost") < body.rindex("ask not")
+        assert daemon.stop() == 0
+    finally:
+        microphone.stop()
