@@ -247,17 +247,19 @@ def render(result: dict, machine: dict, command: str) -> str:
             "| measure | value | target |",
             "|---|---|---|",
             f"| meetings whose recipient got no email | {result['lost']} | 0 |",
-            f"| duplicate emails (same Message-ID: {result['duplicate_message_ids']} different) | "
-            f"{result['duplicates']} | 0 |",
+            f"| duplicate emails | {result['duplicates']} ({result['duplicate_message_ids']} "
+            "with a different Message-ID) | 0 |",
             f"| audio lost per kill while recording, max / median of {len(lost)} | "
             f"{max(lost, default=0):.2f} s / {statistics.median(lost) if lost else 0:.2f} s | "
             "≤ 1.5 s |",
             f"| final states | {', '.join(f'{n} {s}' for s, n in result['states'].items())} | |",
             "",
             "Audio lost is the wall time from `start` to the kill less the seconds in the spool, "
-            "so the start-up of the capture counts as lost. A kill inside the server's held reply "
-            "to DATA can deliver twice: the server has the message, the daemon never heard so, "
-            "and sends it again with the same Message-ID (at least once, never lost).",
+            "so the start-up of the capture counts as lost. A mid-SMTP kill falls inside the "
+            "server's reply to DATA, held 5 s: aiosmtpd drops a message whose client has gone "
+            "before the reply, and the restarted daemon sends it again, once. A server that kept "
+            "such a message would show it twice, with the same Message-ID (delivery is at least "
+            "once, never lost).",
             "",
         ]
     )
