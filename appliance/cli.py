@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -254,10 +255,15 @@ def _add_model_options(
 
 
 def _cmd_check_config(args: argparse.Namespace) -> int:
-    problems = checks.check_config(Path(args.config) if args.config else None)
-    for line in problems:
+    found = checks.review(Path(args.config) if args.config else None, must_exist=bool(args.config))
+    print(f"config: {found.config.source if found.config else found.path}")
+    print(f"checked: {checks.CHECKED}")
+    for line in found.warnings:
+        print(f"warning: {line}")
+    for line in found.problems:
         print(line)
-    return 1 if problems else 0
+    print(f"{len(found.problems)} problem(s)" if found.problems else "ok")
+    return 1 if found.problems else 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -374,3 +380,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2 if isinstance(err, UsageError) else 1
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # `appliance status | head`: the reader has gone. Point stdout at /dev/null so that
+        # Python's own flush at exit does not fail again, and exit as a shell would.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141

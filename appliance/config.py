@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from appliance import languages
 from appliance.addresses import address_problem
 from appliance.errors import ApplianceError
 
@@ -19,7 +20,6 @@ DEFAULT_PATH = Path("/etc/meeting-appliance/config.toml")
 ENV_PATH = "MEETING_APPLIANCE_CONFIG"
 _MASK = "********"
 _DOMAIN = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?$")
-_LANGUAGE = re.compile(r"^[a-z]{2,3}$")
 
 
 # Whisper's prompt holds at most 224 tokens; 40 terms of 40 characters stay well inside it.
@@ -201,6 +201,14 @@ class StorageConfig:
     keep_transcripts_days: float = _field(
         7.0, "Days to keep a transcript once everyone has it.", min=0.0, max=3650.0
     )
+    # 500 MB: a meeting's audio takes 115 MB an hour (PCM16 at 16 kHz), so four hours fit.
+    min_free_mb: int = _field(
+        500,
+        "Free space state_dir needs for a meeting to start, MB; while recording, audio stops "
+        "being kept once half of it is left (the rest is for the database and the email).",
+        min=1,
+        max=1_000_000,
+    )
 
 
 @dataclass(frozen=True)
@@ -305,12 +313,15 @@ def default_path() -> Path:
     return Path(os.environ.get(ENV_PATH) or DEFAULT_PATH)
 
 
-def load(path: Path | None = None) -> Config:
-    """Read and check the config file; a missing file means every default."""
+def load(path: Path | None = None, must_exist: bool = False) -> Config:
+    """Read and check the config file; a missing file means every default, unless must_exist
+    (a path someone typed: a misspelling must not silently become the defaults)."""
     path = Path(path) if path is not None else default_path()
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
+        if must_exist:
+            raise ConfigError(f"{path}: no such file") from None
         return Config(source=f"{path} (missing: defaults)")
     except OSError as err:
         raise ConfigError(f"{path}: cannot read: {err.strerror or err}") from err
@@ -400,7 +411,7 @@ def _check_text(value: str, kind: str | None, where: str) -> None:
         raise ConfigError(f"{where}: {value!r} is not a domain name")
     if kind == "timezone" and value and not _is_zone(value):
         raise ConfigError(f'{where}: {value!r} is not an IANA time zone like "Europe/Stockholm"')
-    if kind == "language" and value != "auto" and not _LANGUAGE.match(value):
+    if kind == "language" and not languages.known(value):
         raise ConfigError(f'{where}: {value!r} is not a language code like "en" or "auto"')
 
 

@@ -13,7 +13,9 @@ from appliance.errors import ApplianceError
 from appliance.transcript import Gap, Segment, Transcript
 
 RECORDING, FINISHING, DELIVERING, DONE = "recording", "finishing", "delivering", "done"
-STATES = (RECORDING, FINISHING, DELIVERING, DONE)
+# Ended by an error with nothing transcribed; `error` says why, and the organiser is told.
+FAILED = "failed"
+STATES = (RECORDING, FINISHING, DELIVERING, DONE, FAILED)
 UNFINISHED = (RECORDING, FINISHING)
 
 _SCHEMA = """

@@ -129,9 +129,11 @@ def test_an_unknown_quant(write):
         ("99", "no input device with index 99"),
     ],
 )
-def test_an_audio_device_that_is_not_there(write, device, expected):
+def test_an_audio_device_that_is_not_there_is_a_warning(write, device, expected):
     path = write(f'[audio]\ndevice = "{device}"\n')
-    line = _only(checks.check_config(path), path, "audio.device")
+    found = checks.review(path)
+    assert found.problems == []  # a microphone unplugged at boot must not stop the daemon
+    line = _only(found.warnings, path, "audio.device")
     assert expected in line and "allowed: a capture device index or part of its name" in line
 
 
@@ -146,7 +148,8 @@ def _check_with_alsa_device(tmp_path: Path, config: Path) -> list[str]:
     )
     code = (
         "import sys; from appliance.service import checks\n"
-        "for line in checks.check_config(sys.argv[1]): print(line)"
+        "found = checks.review(sys.argv[1])\n"
+        "for line in found.problems + found.warnings: print(line)"
     )
     out = subprocess.run(
         [sys.executable, "-c", code, str(config)],
@@ -305,3 +308,66 @@ def test_more_checks_can_be_hooked_in_and_a_broken_one_is_a_line(write):
         f"{path}: templates: body.txt.j2: unexpected '}}' (allowed: jinja2 templates)",
         f"{path}: check_broken failed: RuntimeError: boom",
     ]
+
+
+@pytest.mark.parametrize("language", ["sv", "auto", "de"])
+def test_a_language_the_english_only_model_cannot_do(write, language):
+    path = write(f'[room]\nlanguage = "{language}"\n')
+    line = _only(checks.check_config(path), path, "room.language")
+    assert f"'{language}': {TINY.name} is English-only" in line
+    assert f'(allowed: "en" with {TINY.name})' in line
+
+
+def test_a_language_whisper_does_not_know_is_a_config_error(write):
+    path = write('[room]\nlanguage = "xx"\n')
+    assert checks.check_config(path) == [
+        f'{path}: room.language: \'xx\' is not a language code like "en" or "auto"'
+    ]
+
+
+def _appliance(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "appliance", *args],
+        capture_output=True,
+        text=True,
+        cwd=CHECKOUT,
+        timeout=300,
+    )
+
+
+def test_check_config_says_what_it_read_and_checked(write):
+    path = write()
+    result = _appliance("check-config", "--config", str(path))
+    lines = result.stdout.splitlines()
+    assert result.returncode == 0, result.stdout
+    assert lines[0] == f"config: {path}"
+    assert lines[1].startswith("checked: ") and "room.language" in lines[1]
+    assert lines[-1] == "ok"
+
+
+def test_a_misspelt_config_path_is_refused_not_the_defaults(tmp_path):
+    path = tmp_path / "confg.toml"
+    checked = _appliance("check-config", "--config", str(path))
+    assert checked.returncode == 1 and f"{path}: no such file" in checked.stdout
+    run = _appliance("run", "--config", str(path))
+    assert run.returncode == 1 and run.stderr.strip() == f"{path}: no such file"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '[room]\nlanguage = "sv"\n',
+        f'[transcriber]\nmodels_dir = "{MODELS}"\nmodel = "{TINY}"\nquant = "q9"\n',
+        '[smtp]\nhost = "127.0.0.1"\nusername = "u"\npassword_file = "/nonexistent/secret"\n',
+        '[room]\ncalendar = "/nonexistent/room.ics"\n',
+        '[storage]\nstate_dir = "relative/state"\n',
+    ],
+)
+def test_run_refuses_what_check_config_refuses_with_the_same_lines(write, text):
+    path = write(text)
+    checked = _appliance("check-config", "--config", str(path))
+    problems = [line for line in checked.stdout.splitlines() if line.startswith(f"{path}: ")]
+    assert checked.returncode == 1 and problems
+    run = _appliance("run", "--config", str(path))
+    assert run.returncode == 1
+    assert run.stderr.splitlines() == problems

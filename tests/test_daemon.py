@@ -25,14 +25,27 @@ MEETING = DATA / "meetings" / "dev-meeting-01.flac"
 APPLIANCE = [sys.executable, "-m", "appliance"]
 
 
+def wait_until(condition, timeout_s: float, what: str, interval_s: float = 0.2):
+    """Poll condition() until it returns something true, and return that; fail after timeout_s."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        found = condition()
+        if found:
+            return found
+        time.sleep(interval_s)
+    raise AssertionError(f"{what}: not within {timeout_s:g} s")
+
+
 class Daemon:
     """A daemon process with its own state dir, config and NOTIFY_SOCKET."""
 
-    def __init__(self, root: Path, extra_config: str = "", env: dict | None = None) -> None:
+    def __init__(
+        self, root: Path, extra_config: str = "", env: dict | None = None, storage: str = ""
+    ) -> None:
         self.root = root
         self.config = root / "config.toml"
         self.config.write_text(
-            f'[storage]\nstate_dir = "{root / "state"}"\n'
+            f'[storage]\nstate_dir = "{root / "state"}"\n{storage}'
             f'[control]\nsocket = "{root / "control.sock"}"\n' + extra_config
         )
         self.env = {**os.environ, **(env or {})}
@@ -92,15 +105,27 @@ class Daemon:
     def status(self) -> dict:
         return json.loads(self.cli("status", "--json").stdout)
 
+    def meeting(self, meeting_id: int) -> dict:
+        meetings = json.loads(self.cli("meetings", "--json").stdout)
+        return next(m for m in meetings if m["id"] == meeting_id)
+
     def wait_for_state(self, meeting_id: int, states: tuple[str, ...], timeout_s: float) -> dict:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            meetings = json.loads(self.cli("meetings", "--json").stdout)
-            found = next(m for m in meetings if m["id"] == meeting_id)
-            if found["state"] in states:
-                return found
-            time.sleep(0.5)
-        raise AssertionError(f"meeting {meeting_id} never reached {states}:\n{self.log_text()}")
+        try:
+            return wait_until(
+                lambda: (found := self.meeting(meeting_id))["state"] in states and found,
+                timeout_s,
+                f"meeting {meeting_id} in {states}",
+                0.5,
+            )
+        except AssertionError as err:
+            raise AssertionError(f"{err}:\n{self.log_text()}") from None
+
+    def wait_for_status(self, condition, timeout_s: float, what: str) -> dict:
+        """Poll `status --json` until condition(status) holds."""
+        try:
+            return wait_until(lambda: condition(s := self.status()) and s, timeout_s, what)
+        except AssertionError as err:
+            raise AssertionError(f"{err}:\n{self.log_text()}") from None
 
     def maildir(self) -> list:
         box = self.root / "state" / "maildir"
@@ -147,8 +172,7 @@ def test_socket_commands_and_a_meeting_from_a_file(daemon):
     again = daemon.cli("start", "--from-file", str(JFK), check=False)
     assert again.returncode == 2 and f"meeting {meeting_id} is already recording" in again.stderr
     daemon.wait_for_message(f"STATUS=recording meeting {meeting_id}", 10)
-    time.sleep(12)
-    status = daemon.status()
+    status = daemon.wait_for_status(lambda s: s["audio_s"] > 10, 60, "ten seconds recorded")
     assert status["state"] == "recording" and status["meeting"]["title"] == "Budget <Q3>"
     assert 8 < status["audio_s"] < 30 and status["elapsed_s"] >= status["audio_s"] - 1
     assert "outbox" in status
@@ -193,7 +217,7 @@ def test_sigkill_mid_meeting_is_recovered_and_delivered_once(daemon):
         ).stdout
     )
     started = time.monotonic()
-    time.sleep(15)
+    daemon.wait_for_status(lambda s: s["audio_s"] >= 15, 60, "15 s recorded")
     daemon.process.kill()  # SIGKILL: no chance to flush anything
     recorded_s = time.monotonic() - started
     daemon.process.wait()
@@ -205,11 +229,12 @@ def test_sigkill_mid_meeting_is_recovered_and_delivered_once(daemon):
     assert done["audio_s"] == pytest.approx(spooled_s, abs=0.05)
     text = daemon.cli("show", str(meeting_id)).stdout
     assert len(text.split()) > 12  # the first 15 s of the meeting hold about 20 words
-    time.sleep(1)
     assert len(daemon.maildir()) == 1  # handed to delivery exactly once
     assert daemon.stop() == 0
     daemon.start()  # a third start finds nothing left to recover or resend
-    time.sleep(2)
+    daemon.wait_for_status(
+        lambda s: s["state"] == "idle" and s["outbox"]["delivered"] == 1, 60, "settled"
+    )
     assert len(daemon.maildir()) == 1
     assert daemon.stop() == 0
 
@@ -221,7 +246,7 @@ def test_sigterm_during_a_meeting_finishes_it_and_exits_0(daemon):
             "start", "--from-file", str(MEETING), "--realtime", "--to", "anna@example.com"
         ).stdout
     )
-    time.sleep(8)
+    daemon.wait_for_status(lambda s: s["audio_s"] > 8, 60, "eight seconds recorded")
     assert daemon.stop(signal.SIGTERM) == 0
     daemon.wait_for_message("STOPPING=1", 5)
     daemon.start()

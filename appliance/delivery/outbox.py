@@ -111,12 +111,14 @@ class Outbox:
         templates_override: Path = TEMPLATES_OVERRIDE,
         on_settled: Callable[[int], None] | None = None,
         clock: Callable[[], float] = time.time,
+        on_attempt: Callable[[int], None] | None = None,
     ) -> None:
         self.db = db
         self.config = config
         self.mailer = mailer if mailer is not None else mailer_for(config)
         self.renderer = Renderer(config, templates_override)
         self._on_settled = on_settled
+        self._on_attempt = on_attempt
         self._clock = clock
         self._lock = asyncio.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -351,6 +353,8 @@ class Outbox:
                     "AND state IN (?, ?)",
                     (state, attempts, next_at, reply, now, message, address, *PENDING),
                 )
+        if self._on_attempt is not None:
+            self._on_attempt(meeting_id)
 
     def _settle(self) -> None:
         """Tell on_settled about each message whose recipients are all final, once."""
@@ -370,6 +374,16 @@ class Outbox:
             self.db.db.execute(
                 "UPDATE outbox_messages SET settled_at = ? WHERE id = ?", (self._clock(), message)
             )
+
+    def retry_now(self) -> int:
+        """Make every recipient waiting for a retry due now (`appliance retry`, and each start);
+        how many."""
+        cursor = self.db.db.execute(
+            "UPDATE outbox_recipients SET next_attempt_at = ? WHERE state IN (?, ?)",
+            (self._clock(), *PENDING),
+        )
+        self._wake_up()
+        return cursor.rowcount
 
     # --- reporting ----------------------------------------------------------------------
 
@@ -418,6 +432,19 @@ class Outbox:
                 f"meeting {meeting_id}: template {p} (built-in used)" for p in problems.splitlines()
             )
         return lines
+
+    def retrying(self) -> list[str]:
+        """Recipients not reached yet after an attempt: the last error and the next attempt."""
+        return [
+            f"meeting {meeting_id}: mail to {address} failing ({attempts} attempt(s)): {reply}; "
+            f"next attempt {time.strftime('%H:%M:%S', time.localtime(next_at))}"
+            for meeting_id, address, attempts, reply, next_at in self.db.db.execute(
+                "SELECT m.meeting_id, r.address, r.attempts, r.last_reply, r.next_attempt_at "
+                "FROM outbox_recipients r JOIN outbox_messages m ON m.id = r.message_id "
+                "WHERE r.state = ? ORDER BY m.id, r.rowid",
+                (RETRYING,),
+            )
+        ]
 
     def recipients(self, meeting_id: int) -> list[RecipientStatus]:
         """Each recipient of a meeting's message, in the order they were named."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from dataclasses import dataclass
@@ -9,11 +10,12 @@ from pathlib import Path
 
 from appliance.config import Config
 from appliance.delivery.outbox import Outbox
-from appliance.store import DELIVERING, DONE, Database
+from appliance.store import DELIVERING, DONE, FAILED, Database
 
 _LOGGER = logging.getLogger(__name__)
 
 _DAY_S = 86400.0
+_PURGE_INTERVAL_S = _DAY_S
 # A stray file in the outbox folder may be an enqueue still between writing and committing.
 _STRAY_AGE_S = _DAY_S
 
@@ -45,10 +47,18 @@ def purge(db: Database, config: Config, outbox: Outbox, now: float | None = None
     return summary
 
 
+async def purge_daily(db: Database, config: Config, outbox: Outbox) -> None:
+    """Purge now and then once a day, for ever (the daemon's background task)."""
+    while True:
+        # On the loop's thread: the one SQLite connection must not run two transactions.
+        _LOGGER.info("purge: %s", purge(db, config, outbox))
+        await asyncio.sleep(_PURGE_INTERVAL_S)
+
+
 def _purge_audio(db: Database, config: Config, now: float) -> list[int]:
     cutoff = now - config.storage.keep_audio_days * _DAY_S
     deleted = []
-    for meeting in db.meetings((DELIVERING, DONE)):
+    for meeting in db.meetings((DELIVERING, DONE, FAILED)):
         if meeting.stopped_at is None or meeting.stopped_at > cutoff:
             continue
         path = config.spool_dir / f"{meeting.id}.pcm"
@@ -65,7 +75,7 @@ def _purge_transcripts(db: Database, config: Config, outbox: Outbox, now: float)
         meeting = db.meeting(meeting_id)
         # DONE is what on_settled sets; a meeting not DONE could be handed to the outbox again,
         # and an emptied transcript must never be sent.
-        if meeting is None or meeting.state != DONE:
+        if meeting is None or meeting.state not in (DONE, FAILED):
             continue
         # Each step repeats harmlessly, and the outbox rows that find this meeting go last,
         # so a crash part way is finished by the next purge.

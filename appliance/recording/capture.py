@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import shutil
+import stat
 import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -35,6 +37,29 @@ _FIRST_RETRY_S = 0.5
 _OVERFLOW_REPORT_S = 60.0  # a struggling device logs once a minute, not ten times a second
 _QUEUED_BLOCKS = 600  # a minute of blocks may wait for the loop; past that they are dropped
 _SILENCE_CHUNK = 10 * SAMPLE_RATE  # a long outage's zeros go out in pieces of this many samples
+
+
+_FILE_KINDS = {
+    stat.S_IFDIR: "a folder",
+    stat.S_IFIFO: "a FIFO",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+    stat.S_IFSOCK: "a socket",
+}
+
+
+def upload(path: Path, speed: float = 0.0) -> FileSource:
+    """A FileSource for a regular file only: opening a FIFO would block until a writer came."""
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        raise AudioError(f"{path}: no such file") from None
+    except OSError as err:
+        raise AudioError(f"{path}: {err.strerror or err}") from err
+    if not stat.S_ISREG(info.st_mode):
+        kind = _FILE_KINDS.get(stat.S_IFMT(info.st_mode), "not a file")
+        raise AudioError(f"{path}: {kind}, not a regular file")
+    return FileSource(path, speed=speed)
 
 
 class FileSource:
@@ -145,6 +170,9 @@ class MicrophoneSource:
         self._heard_at = 0.0  # monotonic time the newest block taken from the device arrived
         self._overflows = 0
         self._overflow_reported_at: float | None = None
+        # While no device is heard: "microphone missing since 10:02:03: why" (never heard in
+        # this meeting) or "microphone lost since ...", for `status`; "" while recording.
+        self.problem = ""
 
     def stop(self) -> None:
         """End the stream; a gap still open is closed at the time of stopping."""
@@ -175,7 +203,7 @@ class MicrophoneSource:
                                 yield item
                             position_s += lost / SAMPLE_RATE
                             _LOGGER.warning("microphone back after %.1f s", lost / SAMPLE_RATE)
-                            lost_reason = ""
+                            lost_reason = self.problem = ""
                             delay = _FIRST_RETRY_S
                         yield pcm
                         position_s += len(pcm) / (2 * SAMPLE_RATE)
@@ -185,8 +213,13 @@ class MicrophoneSource:
             except _DeviceFault as err:
                 reason = str(err)
             if not lost_reason:
+                heard = position_s > 0
                 _LOGGER.warning("microphone lost: %s", reason)
                 lost_reason, lost_at = reason, self._heard_at
+                since = time.strftime("%H:%M:%S", time.localtime())
+                self.problem = (
+                    f"microphone {'lost' if heard else 'missing'} since {since}: {reason}"
+                )
             try:
                 await asyncio.wait_for(self._stopped.wait(), delay)
             except TimeoutError:

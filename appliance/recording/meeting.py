@@ -15,7 +15,7 @@ import numpy as np
 from appliance.recording import spool as spool_file
 from appliance.recording.audio import SAMPLE_RATE, float_to_pcm16
 from appliance.recording.segmenter import Segmenter, SpeechSegment
-from appliance.recording.spool import Spool
+from appliance.recording.spool import DiskFullError, Spool
 from appliance.store import FINISHING, Database, Meeting
 from appliance.transcript import Gap, Segment
 
@@ -122,6 +122,8 @@ class Recording:
         self.audio_s = offset_s
         self.transcribed_s = offset_s
         self.capturing = True
+        self.disk_full_at: float | None = None  # meeting time the spool's disk filled up
+        self._unrecorded_s = 0.0
         self._pending: deque[_Pending] = deque()
         self._in_memory = 0
         self._in_flight_s = 0.0
@@ -140,6 +142,8 @@ class Recording:
     async def run(self) -> None:
         """Capture and transcribe side by side; return when both are done."""
         worker = asyncio.create_task(self._transcribe(), name=f"transcribe-{self.meeting.id}")
+        # A transcriber that fails ends the capture too: the meeting finishes with what it has.
+        worker.add_done_callback(lambda task: task.cancelled() or self.source.stop())
         try:
             await self._capture()
             await worker
@@ -159,8 +163,19 @@ class Recording:
                     )
                     self.db.add_gap(self.meeting.id, item)
                     continue
+                if self.disk_full_at is not None:
+                    self._unrecorded_s += len(item) / _BYTES_PER_S  # the gap, when it ends
+                    continue
                 if self.spool is not None:
-                    self.spool.append(item)
+                    try:
+                        self.spool.append(item)
+                    except DiskFullError as err:
+                        _LOGGER.error(
+                            "meeting %d: %s; audio is not recorded from here", self.meeting.id, err
+                        )
+                        self.disk_full_at = self.audio_s
+                        self._unrecorded_s = len(item) / _BYTES_PER_S
+                        continue
                 self.audio_s += len(item) / _BYTES_PER_S
                 # Scoring speech is ONNX inference: off the loop, like every other blocking call.
                 for segment in await asyncio.to_thread(self.segmenter.push, item):
@@ -171,6 +186,9 @@ class Recording:
                 self._queue(segment)
         finally:
             self.capturing = False
+            if self.disk_full_at is not None:
+                end_s = self.disk_full_at + self._unrecorded_s
+                self.db.add_gap(self.meeting.id, Gap(self.disk_full_at, end_s, "the disk was full"))
             if self.spool is not None:
                 self.spool.close()
             self.db.set_audio(self.meeting.id, self.audio_s)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import time
 from pathlib import Path
@@ -23,21 +24,38 @@ class SpoolMissingError(SpoolError, FileNotFoundError):
     """A meeting's spool file is not there."""
 
 
+class DiskFullError(SpoolError):
+    """The spool's disk is full, or down to the space kept for the database and the email."""
+
+
+def free_bytes(directory: Path) -> int:
+    """Bytes an unprivileged writer may still use on the file system holding directory."""
+    stats = os.statvfs(directory)
+    return stats.f_bavail * stats.f_frsize
+
+
 class Spool:
     """Append-only writer of one meeting's audio; a power cut loses at most sync_interval_s."""
 
-    def __init__(self, path: Path, handle: int, sync_interval_s: float = 1.0) -> None:
+    def __init__(
+        self, path: Path, handle: int, sync_interval_s: float = 1.0, reserve_bytes: int = 0
+    ) -> None:
         self.path = path
         self._fd = handle
         self._bytes = os.fstat(handle).st_size
         self._sync_interval_s = sync_interval_s
         self._synced_at = time.monotonic()
         self._dirty = False
+        # Writing stops while this much is still free: the database and the email need it.
+        self.reserve_bytes = reserve_bytes
 
     @classmethod
-    def create(cls, path: Path, sync_interval_s: float = 1.0) -> Spool:
-        """A new, empty spool file (0600) in a 0700 folder; an existing file is never truncated."""
+    def create(cls, path: Path, sync_interval_s: float = 1.0, reserve_bytes: int = 0) -> Spool:
+        """A new, empty spool file (0600) in a 0700 folder; an existing file is never truncated.
+
+        append raises DiskFullError once less than reserve_bytes would be left free."""
         spool = cls._open(Path(path), os.O_CREAT | os.O_EXCL, sync_interval_s)
+        spool.reserve_bytes = reserve_bytes
         # A new file's name is only durable once its folder is synced too.
         try:
             fsync_path(spool.path.parent)
@@ -86,11 +104,20 @@ class Spool:
                 f"{self.path}: PCM16 data must have an even number of bytes, got {len(pcm)}"
             )
         try:
+            if self.reserve_bytes and free_bytes(self.path.parent) - len(pcm) < self.reserve_bytes:
+                raise OSError(errno.ENOSPC, "less free than the reserve")
             written = 0
             view = memoryview(pcm)
             while written < len(pcm):
                 written += os.write(self._fd, view[written:])
         except OSError as err:
+            # A partial write is taken back: the file stays whole samples, and the space free.
+            try:
+                os.ftruncate(self._fd, self._bytes)
+            except OSError:
+                pass
+            if err.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise DiskFullError(f"{self.path}: the disk is full ({err.strerror})") from err
             raise SpoolError(f"{self.path}: cannot write the audio spool: {err.strerror}") from err
         self._bytes += len(pcm)
         self._dirty = True

@@ -20,6 +20,14 @@ _PATTERNS: dict[str, tuple[float, float] | None] = {
 }
 
 
+def led_for(state: str, fault: bool = False) -> str:
+    """The LED for a daemon state (recording, finishing, delivering, idle): steady while
+    recording, off idle, blinking while busy, fast blinking while something is wrong."""
+    if fault:
+        return ERROR
+    return {"recording": RECORDING, "idle": IDLE}.get(state, BUSY)
+
+
 class Panel:
     """Button presses and holds handed to the event loop; the LED showing the state."""
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from appliance import config as config_file
-from appliance import paths
+from appliance import languages, paths
 from appliance.errors import ApplianceError
 from appliance.models import ggml, silero, store
 from appliance.paths import TEMPLATES_OVERRIDE
@@ -54,10 +54,25 @@ def check_model(ctx: Context) -> list[str]:
     )
     try:
         path = store.resolve(transcriber.model, directory, transcriber.quant)
-        store.verify(path)
+        found = store.verify(path)
     except (ApplianceError, OSError) as err:
         problems.append(ctx.problem("transcriber.model", str(err), allowed))
+        return problems
+    language = ctx.config.room.language
+    refusal = languages.refusal(language, path.name, found.hparams.multilingual)
+    if refusal:
+        fits = "auto and every language code" if found.hparams.multilingual else '"en"'
+        problems.append(
+            ctx.problem("room.language", f"{language!r}: {refusal}", f"{fits} with {path.name}")
+        )
     return problems
+
+
+def model_multilingual(config: config_file.Config) -> tuple[str, bool]:
+    """The configured model's file name, and whether it can do other languages than English."""
+    directory = paths.models_dir(config.transcriber.models_dir)
+    path = store.resolve(config.transcriber.model, directory, config.transcriber.quant)
+    return path.name, ggml.read_model(path).hparams.multilingual
 
 
 def check_vad(ctx: Context) -> list[str]:
@@ -205,16 +220,72 @@ def check_templates(ctx: Context) -> list[str]:
     return problems(TEMPLATES_OVERRIDE)
 
 
-# The checks check_config runs, in order.
+# The checks check_config runs, in order: what they find, `run` refuses too.
 CHECKS: list[Check] = [
     check_model,
     check_vad,
-    check_audio_device,
     check_password_file,
     check_state_dir,
     check_calendar,
     check_templates,
 ]
+
+
+# Checked and shown as warnings, never refused: a microphone unplugged at boot must not stop
+# the daemon (uploads still work, and `status` shows it missing until it is back).
+WARNINGS: list[Check] = [check_audio_device]
+
+CHECKED = (
+    "the file's keys and values, transcriber.model and quant (installed, verified), "
+    "room.language (the model can do it), the VAD's weights, smtp.password_file, "
+    "storage.state_dir, room.calendar, the override templates, audio.device (a warning)"
+)
+
+
+@dataclass(frozen=True)
+class Review:
+    """What check-config and run found: the config (None if unreadable), problems, warnings."""
+
+    path: Path
+    config: config_file.Config | None
+    problems: list[str]
+    warnings: list[str]
+
+
+def review(
+    path: Path | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    checks: Sequence[Check] | None = None,
+    warnings: Sequence[Check] | None = None,
+    must_exist: bool = False,
+) -> Review:
+    """Read the config file and run every check on it and what it names.
+
+    must_exist: the path was named (--config), so a missing file is a problem, not defaults.
+    """
+    path = Path(path) if path is not None else config_file.default_path()
+    try:
+        config = config_file.load(path, must_exist=must_exist)
+    except config_file.ConfigError as err:
+        return Review(path, None, [str(err)], [])  # nothing else can be checked
+    ctx = Context(config, path, os.environ if environ is None else environ)
+    return Review(
+        path,
+        config,
+        _run(ctx, CHECKS if checks is None else checks),
+        _run(ctx, WARNINGS if warnings is None else warnings),
+    )
+
+
+def _run(ctx: Context, checks: Sequence[Check]) -> list[str]:
+    lines: list[str] = []
+    for check in checks:
+        try:
+            lines.extend(check(ctx))
+        except Exception as err:  # a check that breaks is itself a problem line, not a traceback
+            lines.append(f"{ctx.path}: {check.__name__} failed: {type(err).__name__}: {err}")
+    return lines
 
 
 def check_config(
@@ -224,16 +295,4 @@ def check_config(
     checks: Sequence[Check] | None = None,
 ) -> list[str]:
     """One line per problem with the config file and what it names; empty when all is well."""
-    path = Path(path) if path is not None else config_file.default_path()
-    try:
-        config = config_file.load(path)
-    except config_file.ConfigError as err:
-        return [str(err)]  # nothing else can be checked against a config we cannot read
-    ctx = Context(config, path, os.environ if environ is None else environ)
-    problems: list[str] = []
-    for check in CHECKS if checks is None else checks:
-        try:
-            problems.extend(check(ctx))
-        except Exception as err:  # a check that breaks is itself a problem line, not a traceback
-            problems.append(f"{path}: {check.__name__} failed: {type(err).__name__}: {err}")
-    return problems
+    return review(path, environ=environ, checks=checks, warnings=()).problems

@@ -7,6 +7,7 @@ import asyncio
 import datetime
 import json
 import logging
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -16,26 +17,37 @@ from appliance.errors import UsageError
 from appliance.service.control import ControlError, request
 from appliance.transcript import FORMATS
 
+_LOGGER = logging.getLogger(__name__)
 _WAIT_TIMEOUT_S = 3600.0  # `stop --wait` on a long backlog
 
 
 def _config(args: argparse.Namespace) -> config_file.Config:
-    return config_file.load(Path(args.config) if args.config else None)
+    return config_file.load(Path(args.config) if args.config else None, bool(args.config))
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    config = _config(args)
     if args.dump_config:
+        config = _config(args)
         print(f"# effective config from {config.source}")
         print(config.to_toml(), end="")
         return 0
-    from appliance.service.daemon import (
-        Daemon,  # the engine and audio stack load only for the daemon
-    )
+    from appliance.service import checks
     from appliance.service.notify import setup_logging
 
     setup_logging(logging.DEBUG if args.verbose else logging.INFO)
-    return asyncio.run(Daemon(config).run())
+    # What check-config refuses, run refuses, with the same lines: nothing is found wrong
+    # later, one meeting at a time (a missing password file retried for days).
+    found = checks.review(Path(args.config) if args.config else None, must_exist=bool(args.config))
+    for line in found.problems:
+        print(line, file=sys.stderr)
+    if found.config is None or found.problems:
+        return 1
+    _LOGGER.info("config: %s", found.config.source)
+    for line in found.warnings:
+        _LOGGER.warning("%s", line)
+    from appliance.service.daemon import Daemon  # the engine and audio stack: only for run
+
+    return asyncio.run(Daemon(found.config).run())
 
 
 def _cmd_start(args: argparse.Namespace) -> int:
@@ -49,8 +61,10 @@ def _cmd_start(args: argparse.Namespace) -> int:
     fields: dict[str, Any] = {"title": args.title, "to": args.to, "language": args.language}
     if args.from_file:
         path = Path(args.from_file).resolve()
-        if not path.is_file():
+        if not path.exists():
             raise UsageError(f"{args.from_file}: no such file")
+        if not path.is_file():
+            raise UsageError(f"{args.from_file}: not a regular file")
         fields.update(from_file=str(path), speed=speed)
     reply = request(config.socket, "start", **{k: v for k, v in fields.items() if v})
     print(reply["meeting"]["id"])
@@ -65,6 +79,12 @@ def _cmd_stop(args: argparse.Namespace) -> int:
         wait=args.wait,
     )
     print(reply["meeting"]["id"])
+    return 0
+
+
+def _cmd_retry(args: argparse.Namespace) -> int:
+    retried = request(_config(args).socket, "retry")["retried"]
+    print(f"retrying {retried} recipient(s) now")
     return 0
 
 
@@ -214,6 +234,12 @@ def add_commands(commands: Any) -> None:
 
     cancel = commands.add_parser("cancel", help="stop and discard the meeting (audio and text)")
     cancel.set_defaults(func=_cmd_cancel)
+
+    retry = commands.add_parser(
+        "retry",
+        help="try now every recipient waiting for a retry (README, Delivery: the schedule)",
+    )
+    retry.set_defaults(func=_cmd_retry)
 
     status = commands.add_parser("status", help="what the daemon is doing")
     status.add_argument("--json", action="store_true", help="print JSON")

@@ -21,7 +21,8 @@ _LOGGER = logging.getLogger(__name__)
 MAX_REQUEST_BYTES = 64 * 1024
 SOCKET_MODE = 0o660
 
-# Each command's arguments and their types; anything else in a request is refused.
+# The one command table: each command's arguments and their types; anything else in a request
+# is refused. The daemon's Meetings serves each with the async method of the same name.
 COMMANDS: dict[str, dict[str, type | tuple[type, ...]]] = {
     "start": {"title": str, "to": list, "language": str, "from_file": str, "speed": float},
     "stop": {"wait": bool},
@@ -29,7 +30,9 @@ COMMANDS: dict[str, dict[str, type | tuple[type, ...]]] = {
     "status": {},
     "meetings": {},
     "show": {"id": int, "format": str},
+    "retry": {},
 }
+_MAX_INT = 2**63 - 1  # SQLite's integers
 
 
 class ControlError(ApplianceError, ConnectionError):
@@ -71,6 +74,8 @@ def parse_request(line: bytes) -> Request:
             not isinstance(value, accepted) or (isinstance(value, bool) and kind is not bool)
         ):
             raise ProtocolError(f"{command}: {key} must be {kind.__name__}")
+        if kind is int and value is not None and not -_MAX_INT <= value <= _MAX_INT:
+            raise ProtocolError(f"{command}: {key} is out of range")
         if kind is list and value and not all(isinstance(v, str) for v in value):
             raise ProtocolError(f"{command}: {key} must be a list of strings")
         if isinstance(value, str) and "\x00" in value:
@@ -79,6 +84,18 @@ def parse_request(line: bytes) -> Request:
 
 
 Handler = Callable[[Request], Awaitable[dict[str, Any]]]
+
+
+def handler_for(target: Any) -> Handler:
+    """A Handler that runs each request as target's method named for the command."""
+    missing = [name for name in COMMANDS if not callable(getattr(target, name, None))]
+    if missing:
+        raise TypeError(f"{type(target).__name__} does not serve {', '.join(missing)}")
+
+    async def handle(request: Request) -> dict[str, Any]:
+        return await getattr(target, request.command)(**request.args)
+
+    return handle
 
 
 class ControlServer:
