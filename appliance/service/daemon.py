@@ -30,6 +30,7 @@ from appliance.recording.spool import Spool
 from appliance.service.button import BUSY, ERROR, IDLE, RECORDING, Panel
 from appliance.service.control import ControlServer, Request
 from appliance.service.notify import Notifier
+from appliance.service.web import serve as serve_web
 from appliance.store import DELIVERING, DONE, FINISHING, UNFINISHED, Database, Meeting
 from appliance.transcript import FORMATS, render
 
@@ -117,6 +118,7 @@ class Daemon:
             asyncio.create_task(self.outbox.run(stop_outbox), name="outbox"),
             asyncio.create_task(self._purge_daily(), name="purge"),
             asyncio.create_task(self._recover(), name="recover"),
+            asyncio.create_task(serve_web(self, segmenter), name="web"),
         ]
         for task in background:
             task.add_done_callback(self._background_done)
