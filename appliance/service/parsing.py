@@ -51,7 +51,7 @@ def parse_id(value: str | None) -> str:
     """The client's own id: letters, digits and -_. at most 64."""
     if value is None:
         raise BadRequest("id is missing")
-    if not _ID.match(value) or value in (".", ".."):
+    if not _ID.fullmatch(value) or value in (".", ".."):
         raise BadRequest(f"id {_shown(value)} must be 1 to 64 letters, digits or -_.")
     return value
 
@@ -62,7 +62,7 @@ def parse_upload(query: Mapping[str, Sequence[str]]) -> Upload:
     if unknown:
         raise BadRequest(f"unknown parameter {_shown(unknown[0])}")
     language = _one(query, "language")
-    if language is not None and not _LANGUAGE.match(language):
+    if language is not None and not _LANGUAGE.fullmatch(language):
         raise BadRequest(f'language {_shown(language)} is not a code like "en" or "auto"')
     receivers = tuple(dict.fromkeys(query.get("receiver", ())))
     if len(receivers) > MAX_RECEIVERS:
@@ -122,6 +122,6 @@ def parse_bearer(header: str | None) -> str | None:
         return None
     scheme, _, token = header.strip().partition(" ")
     token = token.strip()
-    if scheme.lower() != "bearer" or not _TOKEN.match(token):
+    if scheme.lower() != "bearer" or not _TOKEN.fullmatch(token):
         return None
     return token

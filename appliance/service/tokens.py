@@ -29,7 +29,7 @@ _STEPS = (
 
 def check_name(name: str) -> str:
     """A token's name: letters, digits and `_.@-`, at most 64; UsageError otherwise."""
-    if not _NAME.match(name):
+    if not _NAME.fullmatch(name):
         raise UsageError(
             f"token name {name!r} must be 1 to 64 letters, digits or _.@- (starting with a "
             "letter or digit)"
