@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from smtp_server import certificate  # noqa: F401 (a fixture, used by name)
 
 from appliance.models import silero, store
 from appliance.service import checks
@@ -305,3 +306,24 @@ def test_more_checks_can_be_hooked_in_and_a_broken_one_is_a_line(write):
         f"{path}: templates: body.txt.j2: unexpected '}}' (allowed: jinja2 templates)",
         f"{path}: check_broken failed: RuntimeError: boom",
     ]
+
+
+@pytest.mark.parametrize(
+    ("web", "key", "text"),
+    [
+        ('listen = "0.0.0.0:80"', "web.listen", "port 80 needs root"),
+        ('listen = "0.0.0.0:8080"\ncertificate = "c.pem"', "web.key", "is empty"),
+        ('certificate = "/none.pem"\nkey = "/none.key"', "web.certificate", "cannot load"),
+    ],
+)
+def test_web_problems(write, web, key, text):
+    path = write(f"[web]\n{web}\n")
+    assert text in _only(checks.check_config(path), path, key)
+
+
+def test_a_web_certificate_that_loads(write, certificate):
+    path = write(
+        f'[web]\nlisten = "0.0.0.0:8443"\n'
+        f'certificate = "{certificate.cert}"\nkey = "{certificate.key}"\n'
+    )
+    assert checks.check_config(path) == []
