@@ -66,6 +66,7 @@ bench: model
 	$(BIN)/python -m benchmarks.parallel --output docs/benchmarks.md
 	$(BIN)/python -m benchmarks.timings --output docs/benchmarks.md
 	$(BIN)/python -m benchmarks.daemon --output docs/benchmarks.md
+	$(BIN)/python -m benchmarks.api --output docs/benchmarks.md
 
 clean:
 	rm -rf $(VENV) $(STAMPS) .demo models/*.bin models/*.json models/*.onnx models/*.onnx.LICENSE
