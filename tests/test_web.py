@@ -73,7 +73,8 @@ class Room:
         return self.meeting
 
     def status(self) -> dict[str, Any]:
-        return {"state": "recording" if self.meeting else "idle", "meeting": None}
+        meeting = {"id": 7, "title": "Board", "recipients": ["anna@example.com"]}
+        return {"state": "recording", "meeting": meeting, "last_line": "the words of the room"}
 
 
 class Server:
@@ -95,6 +96,7 @@ class Server:
             self.room.status,
             clock=self.clock,
         )
+        self.api.expire_every_s = 0.05  # the clock jumps; the sweep should see it soon
         tokens = Tokens(self.db)
         self.token = {name: tokens.add(name) for name in ("anna", "bo", "carl")}
 
@@ -103,7 +105,7 @@ class Server:
 
     async def __aenter__(self) -> Server:
         await self.api.start("127.0.0.1", 0)
-        self.runner = asyncio.create_task(self.api.runner.run())
+        self.runner = asyncio.create_task(self.api.run())
         self.http = aiohttp.ClientSession(self.api.url)
         return self
 
@@ -312,6 +314,22 @@ def test_unfetched_results_expire_after_keep_hours(tmp_path, engine):
     run(tmp_path, engine, scenario, keep_hours=2.0)
 
 
+def test_expiry_needs_no_request(tmp_path, engine):
+    async def scenario(server: Server) -> None:
+        await server.post("anna", JFK.read_bytes(), "id=unasked")
+        await server.wait_done("anna", "unasked")
+        spool = server.config.api_spool_dir
+        assert list(spool.iterdir())
+        server.clock.now += 3600 + 1
+        deadline = time.monotonic() + DEADLINE_S
+        while list(spool.iterdir()) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert list(spool.iterdir()) == []
+        assert server.api.jobs.readable_by("anna") == []
+
+    run(tmp_path, engine, scenario, keep_hours=1.0)
+
+
 def test_websocket_stream(tmp_path, engine):
     pcm = float_to_pcm16(load(JFK))
 
@@ -354,7 +372,9 @@ def test_stream_refuses_text_and_leaves_nothing(tmp_path, engine):
 
 def test_status_and_openapi(tmp_path, engine):
     async def scenario(server: Server) -> None:
-        assert await (await server.get("bo", "/api/v1/status")).json() == server.room.status()
+        # The room's state, without its words or addresses: a token reads its own transcripts.
+        state = await (await server.get("bo", "/api/v1/status")).json()
+        assert state == {"state": "recording", "meeting": {"id": 7, "title": "Board"}}
         async with server.http.get("/api/v1/status") as response:
             assert response.status == 401
         async with server.http.get("/api/v1/openapi.json") as response:

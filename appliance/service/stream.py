@@ -44,42 +44,46 @@ class Stream:
         self.segments: list[Segment] = []
         self._speech: asyncio.Queue[SpeechSegment | None] = asyncio.Queue()
         self._carry = b""
+        self.size = 0  # bytes received
 
     async def serve(self, request: web.Request) -> web.WebSocketResponse:
         """Take audio until `end`, then store the result and say done."""
         ws = web.WebSocketResponse(max_msg_size=_MAX_MESSAGE, heartbeat=30.0)
         await ws.prepare(request)
         decoder = asyncio.create_task(self._decode(ws))
-        size = 0
-        ended = False
         try:
-            with open(self.path, "wb") as spool:
-                async for message in ws:
-                    if message.type == WSMsgType.TEXT and message.data.strip() == END:
-                        ended = True
-                        break
-                    if message.type != WSMsgType.BINARY:
-                        await ws.close(code=1003, message=b"send PCM16 as binary, then 'end'")
-                        break
-                    size += len(message.data)
-                    if size > self.api.max_bytes:
-                        await ws.close(code=1009, message=b"over [web] max_upload_mb")
-                        break
-                    await asyncio.to_thread(spool.write, message.data)
-                    await self._push(message.data)
-            if ended:
+            if await self._receive(ws):
                 for segment in await asyncio.to_thread(self.segmenter.flush):
                     self._speech.put_nowait(segment)
-            self._speech.put_nowait(None)
-            await decoder
-            if ended:
-                self._store(size)
+                self._speech.put_nowait(None)
+                await decoder
+                self._store()
                 await ws.send_json({"type": "done", "id": self.upload.id})
-                await ws.close()
+            await ws.close()
+        except Exception as err:  # one client's failure is its own, not the daemon's
+            _LOGGER.exception("API stream %s of %s failed", self.upload.id, self.owner)
+            await ws.close(code=1011, message=type(err).__name__.encode())
         finally:
             decoder.cancel()
             self.path.unlink(missing_ok=True)
         return ws
+
+    async def _receive(self, ws: web.WebSocketResponse) -> bool:
+        """Spool and segment audio messages; True once the client sent `end`."""
+        with open(self.path, "wb") as spool:
+            async for message in ws:
+                if message.type == WSMsgType.TEXT and message.data.strip() == END:
+                    return True
+                if message.type != WSMsgType.BINARY:
+                    await ws.close(code=1003, message=b"send PCM16 as binary, then 'end'")
+                    return False
+                self.size += len(message.data)
+                if self.size > self.api.max_bytes:
+                    await ws.close(code=1009, message=b"over [web] max_upload_mb")
+                    return False
+                await asyncio.to_thread(spool.write, message.data)
+                await self._push(message.data)
+        return False
 
     async def _push(self, data: bytes) -> None:
         data = self._carry + data
@@ -104,10 +108,10 @@ class Stream:
                         }
                     )
 
-    def _store(self, size: int) -> None:
+    def _store(self) -> None:
         jobs = self.api.jobs
         upload = self.upload
-        duration_s = size // 2 / SAMPLE_RATE
+        duration_s = self.size // 2 / SAMPLE_RATE
         job = jobs.add(
             self.owner, upload.id, self.language, upload.receivers, self.path, duration_s
         )

@@ -10,6 +10,7 @@ import asyncio
 import logging
 import sqlite3
 import ssl
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -38,6 +39,9 @@ _LOGGER = logging.getLogger(__name__)
 PREFIX = "/api/v1"
 # A client told the queue is full tries again after this many seconds.
 RETRY_AFTER_S = 30
+# How often transcriptions past keep_hours are looked for when no request asks (every GET
+# also looks first), so nothing is kept much longer than the admin allows.
+EXPIRE_EVERY_S = 60.0
 _CHUNK = 1 << 16
 _PUBLIC = (f"{PREFIX}/openapi.json",)
 _TEXT_TYPES = {"txt": "text/plain", "srt": "application/x-subrip", "vtt": "text/vtt"}
@@ -66,7 +70,7 @@ class Api:
         segmenter: Callable[[], Segmenter],
         busy: Callable[[], bool],
         status: Callable[[], dict[str, Any]],
-        clock: Callable[[], float] | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.config = config
         self.settings = config.web
@@ -74,8 +78,7 @@ class Api:
         self.status = status
         self.tokens = Tokens(db)
         keep_s = self.settings.keep_hours * 3600
-        extra = {"clock": clock} if clock else {}
-        self.jobs = Jobs(db, config.api_spool_dir, keep_s, **extra)
+        self.jobs = Jobs(db, config.api_spool_dir, keep_s, clock)
         self.runner = Runner(self.jobs, engine, segmenter, busy, config.transcriber.workers)
         self.segmenter = segmenter
         self.max_bytes = self.settings.max_upload_mb * 1_000_000
@@ -93,6 +96,7 @@ class Api:
                 web.get(f"{PREFIX}/openapi.json", self.describe),
             ]
         )
+        self.expire_every_s = EXPIRE_EVERY_S
         self._site: web.BaseSite | None = None
         self._app_runner: web.AppRunner | None = None
 
@@ -131,6 +135,15 @@ class Api:
         host, port = server.sockets[0].getsockname()[:2] if server else ("", 0)
         scheme = "https" if self.settings.certificate else "http"
         return f"{scheme}://{f'[{host}]' if ':' in host else host}:{port}"
+
+    async def run(self) -> None:
+        """Decode queued jobs and delete expired ones until cancelled."""
+        await asyncio.gather(self.runner.run(), self._expire())
+
+    async def _expire(self) -> None:
+        while True:
+            self.jobs.expire()
+            await asyncio.sleep(self.expire_every_s)
 
     async def close(self) -> None:
         """Stop listening; open requests are cut off (their uploads are discarded)."""
@@ -264,8 +277,12 @@ class Api:
         return await live.serve(request)
 
     async def get_status(self, request: web.Request) -> web.Response:
-        """The daemon's state, as `appliance status --json`."""
-        return web.json_response(self.status())
+        """The daemon's state, as `appliance status --json` without the meeting's words and
+        addresses: a token lets its holder read its own transcripts, not the room's."""
+        state = {k: v for k, v in self.status().items() if k != "last_line"}
+        if state.get("meeting"):
+            state["meeting"] = {k: v for k, v in state["meeting"].items() if k != "recipients"}
+        return web.json_response(state)
 
     async def describe(self, request: web.Request) -> web.Response:
         """The OpenAPI description of this API."""
@@ -293,6 +310,6 @@ async def serve(daemon: Any, segmenter: Callable[[Config], Segmenter]) -> None:
     )
     await api.start(*_host_port(config.web.listen))
     try:
-        await api.runner.run()
+        await api.run()
     finally:
         await api.close()
