@@ -23,6 +23,7 @@ from appliance.recording.segmenter import Segmenter
 from appliance.service import decoding, openapi, stream
 from appliance.service.decoding import Runner
 from appliance.service.jobs import DONE, Jobs
+from appliance.service.pages import Pages
 from appliance.service.parsing import (
     BadRequest,
     parse_bearer,
@@ -154,8 +155,8 @@ class Api:
 
     @web.middleware
     async def _auth(self, request: web.Request, handler: Callable[..., Awaitable]) -> Any:
-        if request.path in _PUBLIC:
-            return await handler(request)
+        if not request.path.startswith(f"{PREFIX}/") or request.path in _PUBLIC:
+            return await handler(request)  # the pages check their own sessions
         token = parse_bearer(request.headers.get("Authorization"))
         owner = self.tokens.owner(token) if token else None
         if owner is None:
@@ -308,6 +309,7 @@ async def serve(daemon: Any, segmenter: Callable[[Config], Segmenter]) -> None:
         busy=lambda: daemon.state() in ("recording", "finishing"),
         status=daemon.status,
     )
+    Pages(api.app, daemon, api.tokens, tls=bool(config.web.certificate))
     await api.start(*_host_port(config.web.listen))
     try:
         await api.run()
