@@ -186,25 +186,34 @@ class Pages:
         )
 
     async def events(self, request: web.Request) -> web.StreamResponse:
-        """Server-sent events: each new transcript line of the current meeting, and its state."""
-        after = (
-            int(request.query.get("after", "0")) if request.query.get("after", "0").isdigit() else 0
+        """Server-sent events: each new transcript line of the current meeting and its state,
+        until it is final (then `end`) or the browser goes away."""
+        given = request.query.get("after", "0")
+        after = int(given) if given.isascii() and given.isdigit() else 0
+        response = web.StreamResponse(
+            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store"}
         )
-        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
-        response.headers["Cache-Control"] = "no-store"
         await response.prepare(request)
         current = self.daemon.current
         meeting_id = current.meeting.id if current else None
-        while meeting_id is not None:
-            lines = _lines(self.daemon.db.transcript(meeting_id), after)
-            for line in lines:
-                await response.write(f"event: line\ndata: {json.dumps(line)}\n\n".encode())
-            after += len(lines)
-            state = self.daemon.state()
-            await response.write(f"event: state\ndata: {json.dumps({'state': state})}\n\n".encode())
-            if self.daemon.current is None or self.daemon.current.meeting.id != meeting_id:
-                break
-            await asyncio.sleep(_EVENTS_S)
+        try:
+            while meeting_id is not None:
+                live = (
+                    self.daemon.current is not None and self.daemon.current.meeting.id == meeting_id
+                )
+                lines = _lines(self.daemon.db.transcript(meeting_id), after)
+                after += len(lines)
+                for line in lines:
+                    await response.write(_event("line", line))
+                status = self.daemon.status()
+                state = {"state": status["state"], "elapsed": _clock(status["elapsed_s"])}
+                await response.write(_event("state", state))
+                if not live:  # it was final before these lines were read: nothing more comes
+                    break
+                await asyncio.sleep(_EVENTS_S)
+            await response.write(_event("end", {}))
+        except ConnectionResetError:
+            pass  # the page was closed
         return response
 
     async def start(self, request: web.Request) -> web.StreamResponse:
@@ -289,6 +298,10 @@ class Pages:
                 "Cache-Control": "no-store",
             },
         )
+
+
+def _event(name: str, data: dict) -> bytes:
+    return f"event: {name}\ndata: {json.dumps(data)}\n\n".encode()
 
 
 def _date(started_at: float) -> str:

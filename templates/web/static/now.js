@@ -16,6 +16,9 @@
   source.addEventListener("state", function (event) {
     const state = JSON.parse(event.data);
     document.getElementById("state").textContent = state.state;
-    if (state.state !== "recording") { source.close(); }
+    if (state.state === "recording") {
+      document.getElementById("elapsed").textContent = state.elapsed;
+    }
   });
+  source.addEventListener("end", function () { source.close(); });
 })();
