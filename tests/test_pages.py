@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -25,6 +26,7 @@ from appliance.store import DONE, Database
 from appliance.transcript import Segment
 
 PASSWORD = "correct horse battery"
+JFK = Path(__file__).parent / "data" / "speech" / "jfk" / "jfk.flac"
 TITLE = "Budget <script>alert(1)</script>"
 WORDS = "we agree on <b>forty</b> percent"
 
@@ -200,5 +202,53 @@ def test_an_api_token_works_for_scripts(box, engine):
         headers = {"Authorization": f"Bearer {token}"}
         async with http.get("/meetings/1/transcript.txt", headers=headers) as response:
             assert response.status == 200 and "forty" in await response.text()
+
+    run(config, engine, scenario)
+
+
+def _upload_form(csrf: str, audio: bytes, **fields: str) -> aiohttp.FormData:
+    form = aiohttp.FormData()
+    form.add_field("csrf_token", csrf)
+    for name, value in fields.items():
+        form.add_field(name, value)
+    form.add_field("audio", audio, filename="jfk.flac", content_type="audio/flac")
+    return form
+
+
+def test_upload_trims_and_transcribes(box, engine):
+    config, _, _ = box
+
+    async def scenario(http):
+        await _login(http)
+        csrf = await _csrf(http, "/upload")
+        for form, reason in (
+            (_upload_form(csrf, b""), "choose a recording"),
+            (_upload_form(csrf, b"plain text, not audio"), "not audio"),
+            (_upload_form(csrf, JFK.read_bytes(), end_s="2", start_s="3"), "after the start"),
+            (_upload_form(csrf, JFK.read_bytes(), to="nobody"), "not an email address"),
+        ):
+            async with http.post("/upload", data=form) as response:
+                assert reason in await response.text()
+        async with http.post(
+            "/upload", data=_upload_form("guess", JFK.read_bytes()), allow_redirects=False
+        ) as response:
+            assert response.status == 403
+        form = _upload_form(csrf, JFK.read_bytes(), start_s="0.5", end_s="6", title="Trimmed")
+        async with http.post("/upload", data=form, allow_redirects=False) as response:
+            assert response.status == 303
+            page = response.headers["Location"]
+        assert page == "/meetings/2"
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            async with http.get(page) as response:
+                text = await response.text()
+            if "fellow" in text.lower() and "finishing" not in text and "recording" not in text:
+                break
+            await asyncio.sleep(0.5)
+        assert "Trimmed" in text and "0:00:05" in text and "fellow" in text.lower()
+        uploads = config.state_dir / "uploads"
+        while list(uploads.iterdir()) and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+        assert list(uploads.iterdir()) == []  # the trimmed copy goes once it is read
 
     run(config, engine, scenario)

@@ -1,6 +1,6 @@
 """The web page in a real headless Chromium (Debian's chromium and chromium-driver, Selenium)
 against `appliance run` as a subprocess: log in, start a meeting from a file and watch its text
-appear, stop it, find it, download its SRT, log out.
+appear, stop it, find it, download its SRT, upload and trim a recording, log out.
 
 With APPLIANCE_SCREENSHOTS=FOLDER set, each page's screenshot is written there (PNG), as
 `docs/screenshots/` was made.
@@ -20,7 +20,7 @@ from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import WebDriverWait
-from test_daemon import APPLIANCE, MEETING, Daemon
+from test_daemon import APPLIANCE, JFK, MEETING, Daemon
 
 PASSWORD = "correct horse battery"
 DEADLINE_S = 120
@@ -119,6 +119,30 @@ def test_login_watch_a_meeting_download_and_log_out(box, browser):
     srt = browser.downloads / f"meeting-{meeting_id}.srt"
     _wait(browser, lambda _: srt.exists() and srt.stat().st_size > 0)
     assert srt.read_text().startswith("1\n00:00:")
+
+    def settled(driver) -> bool:  # an upload waits until the stopped meeting is final
+        driver.get(box.url + "/")
+        return driver.find_element(By.ID, "state").text in ("idle", "delivering")
+
+    _wait(browser, settled)
+    browser.get(box.url + "/upload")
+    browser.find_element(By.ID, "audio").send_keys(str(JFK))
+    browser.find_element(By.ID, "title").send_keys("Uploaded")
+    browser.find_element(By.ID, "start_s").clear()
+    browser.find_element(By.ID, "start_s").send_keys("1")
+    browser.find_element(By.ID, "end_s").send_keys("7")
+    _shot(browser, "upload")
+    browser.find_element(By.CSS_SELECTOR, "form[action='/upload'] button").click()
+    _wait(browser, expected_conditions.title_contains("Uploaded"))
+
+    def transcribed(driver) -> bool:
+        driver.refresh()
+        return "fellow" in driver.find_element(By.TAG_NAME, "main").text.lower()
+
+    _wait(browser, transcribed)
+    shown = browser.find_element(By.TAG_NAME, "main").text
+    assert "and so" not in shown.lower()  # the first second ("And so") was trimmed off
+    assert ", 0:00:05, " in shown or ", 0:00:06, " in shown  # 1 s to 7 s
 
     browser.find_element(By.CSS_SELECTOR, "form[action='/logout'] button").click()
     _wait(browser, expected_conditions.title_contains("Log in"))

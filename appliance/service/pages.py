@@ -23,6 +23,7 @@ from appliance.errors import UsageError
 from appliance.service.login import Password, Session, Sessions, csrf_ok
 from appliance.service.parsing import parse_bearer
 from appliance.service.tokens import Tokens
+from appliance.service.uploads import Uploads
 from appliance.transcript import FORMATS, Transcript, render
 
 _LOGGER = logging.getLogger(__name__)
@@ -70,6 +71,8 @@ class Pages:
             trim_blocks=True,
         )
         guarded = self._guard
+        config = daemon.config
+        uploads = Uploads(self, config.state_dir / "uploads", config.web.max_upload_mb * 1_000_000)
         app.add_routes(
             [
                 web.get("/login", self.login_form),
@@ -83,6 +86,8 @@ class Pages:
                 web.get("/meetings", guarded(self.meetings)),
                 web.get(r"/meetings/{id:\d+}", guarded(self.meeting)),
                 web.get(r"/meetings/{id:\d+}/transcript.{fmt}", guarded(self.download)),
+                web.get("/upload", guarded(uploads.form)),
+                web.post("/upload", guarded(uploads.post)),
                 web.static("/static", folder / "static"),
             ]
         )
@@ -104,7 +109,8 @@ class Pages:
                 request[SESSION] = Session("", "", 0.0)
                 return await handler(request)
             request[SESSION] = session
-            if request.method == "POST":
+            # A multipart form (an upload) is streamed to disk; its handler checks the token.
+            if request.method == "POST" and request.content_type != "multipart/form-data":
                 form = await request.post()
                 if not csrf_ok(session.csrf, form.get("csrf_token")):
                     raise web.HTTPForbidden(text="the form's CSRF token is missing or wrong")
@@ -121,6 +127,15 @@ class Pages:
         response.headers["X-Content-Type-Options"] = "nosniff"
         response.headers["Cache-Control"] = "no-store"
         return response
+
+    def page(self, name: str, request: web.Request, **values: Any) -> web.Response:
+        """A page for the logged-in session of request."""
+        return self._page(name, session=request[SESSION], **values)
+
+    def form_ok(self, request: web.Request, token: Any) -> bool:
+        """Whether a form's csrf_token is the session's (a script's token needs none)."""
+        session = request[SESSION]
+        return not session.id or csrf_ok(session.csrf, token)
 
     def _cookie(self, response: web.StreamResponse, name: str, value: str) -> None:
         response.set_cookie(
