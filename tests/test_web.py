@@ -417,3 +417,15 @@ def test_tls(tmp_path, engine, certificate: Certificate):
         certificate=str(certificate.cert),
         key=str(certificate.key),
     )
+
+
+def test_a_spool_that_cannot_be_written_is_507_and_keeps_nothing(tmp_path, engine):
+    async def scenario(server: Server) -> None:
+        spool = server.config.api_spool_dir
+        spool.rmdir()
+        spool.write_text("")  # a file where the folder was: every write into it fails
+        status, answer = await server.post("anna", JFK.read_bytes(), "id=lost")
+        assert status == 507 and "cannot store" in answer["error"]
+        assert (await (await server.get("anna", URL)).json())["transcriptions"] == []
+
+    run(tmp_path, engine, scenario)

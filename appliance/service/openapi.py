@@ -98,6 +98,7 @@ def document() -> dict[str, Any]:
                         "401": _ERROR,
                         "413": _ERROR,
                         "429": _ERROR,
+                        "507": _ERROR,
                     },
                 },
                 "get": {

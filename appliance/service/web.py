@@ -7,12 +7,14 @@ receivers named when it was posted, and by nobody else, to whom it does not exis
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import sqlite3
 import ssl
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -200,16 +202,20 @@ class Api:
             raise BadRequest(str(err).removeprefix(f"{body}: ")) from err
         except sqlite3.IntegrityError:  # the same id posted twice at once: the first one won
             job = self.jobs.owned(owner, upload.id)
+        except OSError as err:  # a full or failing disk: nothing half-stored is kept
+            _LOGGER.error("API upload %s of %s could not be stored: %s", upload.id, owner, err)
+            return _error(507, f"the box cannot store the upload now ({err.strerror or err})")
         finally:
-            body.unlink(missing_ok=True)
-            pcm.unlink(missing_ok=True)
+            for path in (body, pcm):
+                with contextlib.suppress(OSError):  # a failing disk must not hide the answer
+                    path.unlink(missing_ok=True)
         _LOGGER.info(
             "API transcription %s of %s queued (%.1f s of audio)", job.id, owner, job.duration_s
         )
         self.runner.wake()
         return self._accepted(job.id, job.status)
 
-    async def _receive(self, request: web.Request, path: Any) -> bool:
+    async def _receive(self, request: web.Request, path: Path) -> bool:
         """Write the body to path; False as soon as it is over the size limit."""
         size = 0
         with open(path, "wb") as out:
