@@ -10,8 +10,9 @@ QUANT ?= q8_0
 RECORDER_QUANT ?= q5_1
 # libsndfile1: soundfile; libportaudio2: sounddevice; libsystemd-dev + pkg-config: systemd-python's
 # build; pulseaudio, pulseaudio-utils, libasound2-plugins: the virtual capture device of the tests and
-# the demo; systemd: systemd-analyze for the unit's tests; build-essential: whisper.cpp's build.
-APT_PACKAGES := build-essential systemd libsndfile1 libportaudio2 libsystemd-dev pkg-config pulseaudio pulseaudio-utils libasound2-plugins
+# the demo; systemd: systemd-analyze for the unit's tests; build-essential: whisper.cpp's build;
+# chromium, chromium-driver: the web page's browser tests.
+APT_PACKAGES := build-essential systemd libsndfile1 libportaudio2 libsystemd-dev pkg-config pulseaudio pulseaudio-utils libasound2-plugins chromium chromium-driver
 
 .PHONY: help test demo bench deps venv model clean
 help:
@@ -67,6 +68,7 @@ bench: model
 	$(BIN)/python -m benchmarks.timings --output docs/benchmarks.md
 	$(BIN)/python -m benchmarks.daemon --output docs/benchmarks.md
 	$(BIN)/python -m benchmarks.faults --output docs/benchmarks.md
+	$(BIN)/python -m benchmarks.api --output docs/benchmarks.md
 
 clean:
 	rm -rf $(VENV) $(STAMPS) .demo models/*.bin models/*.json models/*.onnx models/*.onnx.LICENSE

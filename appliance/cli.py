@@ -17,7 +17,7 @@ from appliance.models import catalog, ggml, install, silero, store
 from appliance.progress import ProgressLine
 from appliance.recording.audio import load
 from appliance.recording.segmenter import Segmenter
-from appliance.service import checks, client
+from appliance.service import checks, client, login, tokens
 from appliance.transcript import FORMATS, Transcript, render
 
 
@@ -351,6 +351,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     check.set_defaults(func=_cmd_check_config)
     client.add_commands(commands)
+    tokens.add_commands(commands)
+    login.add_commands(commands)
     _add_config_option(parser)
     return parser
 

@@ -230,6 +230,31 @@ class ButtonConfig:
 
 
 @dataclass(frozen=True)
+class WebConfig:
+    """The HTTP API on the office network (README, "The HTTP API"); off unless listen is set."""
+
+    listen: str = _field(
+        "",
+        'HOST:PORT to serve the API on, e.g. "0.0.0.0:8080"; empty for no server.',
+        kind="listen",
+    )
+    certificate: str = _field(
+        "", "PEM certificate chain file; with `key`, the API is served over TLS (https)."
+    )
+    key: str = _field("", "PEM private key file of the certificate (readable by the service only).")
+    keep_hours: float = _field(
+        24.0,
+        "Hours a finished transcription is kept for those who have not fetched it yet.",
+        min=0.01,
+        max=8760.0,
+    )
+    max_upload_mb: int = _field(200, "Largest request body accepted, megabytes.", min=1, max=4096)
+    max_queue: int = _field(
+        20, "Transcriptions waiting or running before new ones get 429.", min=1, max=10000
+    )
+
+
+@dataclass(frozen=True)
 class Config:
     """Every section of the config file."""
 
@@ -242,6 +267,7 @@ class Config:
     storage: StorageConfig = field(default_factory=StorageConfig)
     control: ControlConfig = field(default_factory=ControlConfig)
     button: ButtonConfig = field(default_factory=ButtonConfig)
+    web: WebConfig = field(default_factory=WebConfig)
     source: str = field(default="(defaults)", compare=False)
 
     @property
@@ -268,6 +294,11 @@ class Config:
     def outbox_dir(self) -> Path:
         """Rendered messages waiting for (or kept after) delivery."""
         return self.state_dir / "outbox"
+
+    @property
+    def api_spool_dir(self) -> Path:
+        """Audio sent to the HTTP API, one file per transcription, until it is deleted."""
+        return self.state_dir / "api"
 
     @property
     def socket(self) -> Path:
@@ -411,8 +442,15 @@ def _check_text(value: str, kind: str | None, where: str) -> None:
         raise ConfigError(f"{where}: {value!r} is not a domain name")
     if kind == "timezone" and value and not _is_zone(value):
         raise ConfigError(f'{where}: {value!r} is not an IANA time zone like "Europe/Stockholm"')
+    if kind == "listen" and value and not _is_listen(value):
+        raise ConfigError(f'{where}: {value!r} is not HOST:PORT like "0.0.0.0:8080"')
     if kind == "language" and not languages.known(value):
         raise ConfigError(f'{where}: {value!r} is not a language code like "en" or "auto"')
+
+
+def _is_listen(value: str) -> bool:
+    host, _, port = value.rpartition(":")
+    return bool(host) and port.isdigit() and 0 < int(port) < 65536
 
 
 def _is_zone(name: str) -> bool:

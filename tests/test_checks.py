@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from smtp_server import certificate  # noqa: F401 (a fixture, used by name)
 
 from appliance.models import silero, store
 from appliance.service import checks
@@ -371,3 +372,24 @@ def test_run_refuses_what_check_config_refuses_with_the_same_lines(write, text):
     run = _appliance("run", "--config", str(path))
     assert run.returncode == 1
     assert run.stderr.splitlines() == problems
+
+
+@pytest.mark.parametrize(
+    ("web", "key", "text"),
+    [
+        ('listen = "0.0.0.0:80"', "web.listen", "port 80 needs root"),
+        ('listen = "0.0.0.0:8080"\ncertificate = "c.pem"', "web.key", "is empty"),
+        ('certificate = "/none.pem"\nkey = "/none.key"', "web.certificate", "cannot load"),
+    ],
+)
+def test_web_problems(write, web, key, text):
+    path = write(f"[web]\n{web}\n")
+    assert text in _only(checks.check_config(path), path, key)
+
+
+def test_a_web_certificate_that_loads(write, certificate):
+    path = write(
+        f'[web]\nlisten = "0.0.0.0:8443"\n'
+        f'certificate = "{certificate.cert}"\nkey = "{certificate.key}"\n'
+    )
+    assert checks.check_config(path) == []

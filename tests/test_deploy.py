@@ -130,7 +130,9 @@ def test_staged_venv_is_relocated_to_prefix(staged):
     assert probe.returncode == 0, probe.stderr
     module, templates, names = probe.stdout.splitlines()
     assert module.startswith(str(venv / "lib")) and templates.startswith(str(venv / "share"))
-    assert names == "['body.html.j2', 'body.txt.j2', 'subject.txt.j2']"
+    assert names == "['body.html.j2', 'body.txt.j2', 'subject.txt.j2', 'web']"
+    web = Path(templates) / "web"
+    assert (web / "login.html.j2").is_file() and (web / "static" / "now.js").is_file()
     version = _run(str(venv / "bin/python"), "-m", "appliance", "--version", cwd="/")
     assert version.stdout.startswith("appliance ")
 

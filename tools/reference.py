@@ -40,9 +40,18 @@ EXAMPLES: dict[tuple[str, str], Any] = {
     ("delivery", "allowed_domains"): ["example.com"],
     ("button", "pin"): 17,
     ("button", "led_pin"): 27,
+    ("web", "listen"): "0.0.0.0:8080",
+    ("web", "certificate"): "/etc/meeting-appliance/web-cert.pem",
+    ("web", "key"): "/etc/meeting-appliance/web-key.pem",
 }
 
-_UNITS = (("_ms", "milliseconds"), ("_s", "seconds"), ("_days", "days"))
+_UNITS = (
+    ("_ms", "milliseconds"),
+    ("_s", "seconds"),
+    ("_hours", "hours"),
+    ("_days", "days"),
+    ("_mb", "megabytes"),
+)
 _KINDS = {
     "language": 'an ISO 639-1 code ("en", "sv", ...) or "auto"',
     "address": "an email address (user@domain)",
@@ -50,6 +59,7 @@ _KINDS = {
     "domains": "a list of domain names",
     "timezone": 'an IANA time zone name ("Europe/Stockholm") or empty',
     "term": "a list of names or terms, each 1 to 40 printable characters",
+    "listen": 'HOST:PORT ("0.0.0.0:8080", "[::]:8080") or empty',
 }
 
 _INTRO = """\

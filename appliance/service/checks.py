@@ -220,6 +220,31 @@ def check_templates(ctx: Context) -> list[str]:
     return problems(TEMPLATES_OVERRIDE)
 
 
+def check_web(ctx: Context) -> list[str]:
+    """[web]: a port the unprivileged service may bind, and a certificate and key that load."""
+    import ssl
+
+    web = ctx.config.web
+    problems = []
+    port = int(web.listen.rpartition(":")[2]) if web.listen else 0
+    if 0 < port < 1024:
+        # The unit grants no capabilities (CapabilityBoundingSet= is empty): no port under 1024.
+        problems.append(ctx.problem("web.listen", f"port {port} needs root", "a port 1024-65535"))
+    if bool(web.certificate) != bool(web.key):
+        missing = "web.key" if web.certificate else "web.certificate"
+        problems.append(ctx.problem(missing, "is empty", "both certificate and key, or neither"))
+    elif web.certificate:
+        try:
+            ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(
+                web.certificate, web.key
+            )
+        except (OSError, ssl.SSLError) as err:
+            problems.append(
+                ctx.problem("web.certificate", f"cannot load it with its key: {err}", "PEM files")
+            )
+    return problems
+
+
 # The checks check_config runs, in order: what they find, `run` refuses too.
 CHECKS: list[Check] = [
     check_model,
@@ -228,6 +253,7 @@ CHECKS: list[Check] = [
     check_state_dir,
     check_calendar,
     check_templates,
+    check_web,
 ]
 
 

@@ -25,6 +25,7 @@ from appliance.service.button import Panel, led_for
 from appliance.service.control import ControlServer, handler_for
 from appliance.service.meetings import Meetings
 from appliance.service.notify import Notifier
+from appliance.service.web import serve as serve_web
 from appliance.store import Database
 
 _LOGGER = logging.getLogger(__name__)
@@ -123,6 +124,7 @@ class Daemon:
             ),
             asyncio.create_task(self.meetings.recover(), name="recover"),
             asyncio.create_task(self._watch(), name="watch"),
+            asyncio.create_task(serve_web(self, segmenter), name="web"),
         ]
         for task in background:
             task.add_done_callback(self._background_done)

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from appliance import languages
+from appliance.addresses import address_problem
 from appliance.config import Config
 from appliance.delivery.outbox import Outbox
 from appliance.errors import UsageError
@@ -83,6 +84,9 @@ class Meetings:
     ) -> dict[str, Any]:
         """Start recording; UsageError if a meeting is already running or an argument is bad."""
         self._check_idle()
+        for address in to:
+            if problem := address_problem(address):
+                raise UsageError(f"{address!r} is not an email address we can send to: {problem}")
         language = self._check_language(language)
         source: Any = None
         self._starting = True

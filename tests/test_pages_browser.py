@@ -1,0 +1,151 @@
+"""The web page in a real headless Chromium (Debian's chromium and chromium-driver, Selenium)
+against `appliance run` as a subprocess: log in, start a meeting from a file and watch its text
+appear, stop it, find it, download its SRT, upload and trim a recording, log out.
+
+With APPLIANCE_SCREENSHOTS=FOLDER set, each page's screenshot is written there (PNG), as
+`docs/screenshots/` was made.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support import expected_conditions
+from selenium.webdriver.support.ui import WebDriverWait
+from test_daemon import APPLIANCE, JFK, MEETING, Daemon
+
+PASSWORD = "correct horse battery"
+DEADLINE_S = 120
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture
+def browser(tmp_path):
+    """Headless Chromium at a phone's width, downloading into tmp_path/downloads."""
+    options = webdriver.ChromeOptions()
+    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage"):
+        options.add_argument(argument)
+    options.add_argument("--window-size=420,900")
+    options.binary_location = "/usr/bin/chromium"
+    downloads = tmp_path / "downloads"
+    downloads.mkdir()
+    options.add_experimental_option(
+        "prefs",
+        {"download.default_directory": str(downloads), "download.prompt_for_download": False},
+    )
+    driver = webdriver.Chrome(options=options, service=Service("/usr/bin/chromedriver"))
+    driver.downloads = downloads
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+@pytest.fixture
+def box(tmp_path):
+    port = _free_port()
+    daemon = Daemon(tmp_path, f'[web]\nlisten = "127.0.0.1:{port}"\n')
+    set_password = subprocess.run(
+        [*APPLIANCE, "web", "set-password", "--config", str(daemon.config)],
+        input=PASSWORD + "\n",
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert set_password.returncode == 0, set_password.stderr
+    daemon.start()
+    daemon.url = f"http://127.0.0.1:{port}"
+    yield daemon
+    daemon.close()
+
+
+def _shot(driver, name: str) -> None:
+    folder = os.environ.get("APPLIANCE_SCREENSHOTS")
+    if folder:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        driver.save_screenshot(str(Path(folder) / f"{name}.png"))
+
+
+def _wait(driver, condition):
+    return WebDriverWait(driver, DEADLINE_S).until(condition)
+
+
+def test_login_watch_a_meeting_download_and_log_out(box, browser):
+    deadline = time.monotonic() + DEADLINE_S
+    while True:  # the server comes up beside the daemon, just after READY
+        browser.get(box.url + "/meetings")
+        if "Log in" in browser.title or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert browser.current_url == box.url + "/login"  # redirected there, without a session
+    assert "No meetings" not in browser.page_source
+    _shot(browser, "login")
+    browser.find_element(By.ID, "password").send_keys(PASSWORD)
+    browser.find_element(By.CSS_SELECTOR, "form[action='/login'] button").click()
+    _wait(browser, expected_conditions.title_contains("Now"))
+    assert browser.find_element(By.ID, "state").text == "idle"
+    _shot(browser, "now-idle")
+
+    started = box.cli("start", "--from-file", str(MEETING), "--realtime", "--title", "Demo <1>")
+    browser.get(box.url + "/")
+    _wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#lines li"))  # pushed by SSE
+    assert "Demo <1>" in browser.find_element(By.TAG_NAME, "main").text
+    _shot(browser, "now-recording")
+    browser.find_element(By.CSS_SELECTOR, "form[action='/stop'] button").click()
+    _wait(browser, lambda d: d.find_element(By.ID, "state").text != "recording")
+
+    browser.get(box.url + "/meetings")
+    _shot(browser, "meetings")
+    browser.find_element(By.LINK_TEXT, "Demo <1>").click()
+    meeting_id = started.stdout.strip()
+    assert browser.current_url == f"{box.url}/meetings/{meeting_id}"
+    lines = browser.find_elements(By.CSS_SELECTOR, "#lines li")
+    assert lines and lines[0].text.startswith("0:00:")
+    _shot(browser, "meeting")
+    browser.find_element(By.LINK_TEXT, "srt").click()
+    srt = browser.downloads / f"meeting-{meeting_id}.srt"
+    _wait(browser, lambda _: srt.exists() and srt.stat().st_size > 0)
+    assert srt.read_text().startswith("1\n00:00:")
+
+    def settled(driver) -> bool:  # an upload waits until the stopped meeting is final
+        driver.get(box.url + "/")
+        return driver.find_element(By.ID, "state").text in ("idle", "delivering")
+
+    _wait(browser, settled)
+    browser.get(box.url + "/upload")
+    browser.find_element(By.ID, "audio").send_keys(str(JFK))
+    browser.find_element(By.ID, "title").send_keys("Uploaded")
+    browser.find_element(By.ID, "start_s").clear()
+    browser.find_element(By.ID, "start_s").send_keys("1")
+    browser.find_element(By.ID, "end_s").send_keys("7")
+    _shot(browser, "upload")
+    browser.find_element(By.CSS_SELECTOR, "form[action='/upload'] button").click()
+    _wait(browser, expected_conditions.title_contains("Uploaded"))
+
+    def transcribed(driver) -> bool:
+        driver.refresh()
+        return "fellow" in driver.find_element(By.TAG_NAME, "main").text.lower()
+
+    _wait(browser, transcribed)
+    shown = browser.find_element(By.TAG_NAME, "main").text
+    assert "and so" not in shown.lower()  # the first second ("And so") was trimmed off
+    assert ", 0:00:05, " in shown or ", 0:00:06, " in shown  # 1 s to 7 s
+
+    browser.find_element(By.CSS_SELECTOR, "form[action='/logout'] button").click()
+    _wait(browser, expected_conditions.title_contains("Log in"))
+    browser.get(f"{box.url}/meetings/{meeting_id}")
+    assert browser.current_url == box.url + "/login" and "lines" not in browser.page_source
+    assert box.stop() == 0
