@@ -16,8 +16,7 @@ import pytest
 
 from appliance import config as config_module
 from appliance import paths
-from appliance.engine.transcriber import DecodeOptions
-from appliance.engine.workers import open_transcriber
+from appliance.engine.transcriber import DecodeOptions, Transcriber
 from appliance.models import store
 from appliance.service.daemon import Daemon
 from appliance.service.login import MAX_FAILURES
@@ -34,7 +33,7 @@ WORDS = "we agree on <b>forty</b> percent"
 @pytest.fixture(scope="module")
 def engine():
     path = store.resolve("tiny.en", paths.models_dir(), "q5_1")
-    with open_transcriber(path, DecodeOptions(threads=2), 1) as loaded:
+    with Transcriber(path, DecodeOptions(threads=2)) as loaded:
         yield loaded
 
 

@@ -17,8 +17,7 @@ from smtp_server import Certificate, certificate  # noqa: F401 (a fixture, used 
 
 from appliance import config as config_module
 from appliance import paths
-from appliance.engine.transcriber import DecodeOptions
-from appliance.engine.workers import open_transcriber
+from appliance.engine.transcriber import DecodeOptions, Transcriber
 from appliance.evaluate import normalize
 from appliance.models import silero, store
 from appliance.recording.audio import float_to_pcm16, load
@@ -41,7 +40,7 @@ DEADLINE_S = 120.0
 def engine():
     """tiny.en q8_0, loaded once for the module, as the daemon holds it."""
     path = store.resolve("tiny.en", paths.models_dir(), "q8_0")
-    with open_transcriber(path, DecodeOptions(threads=2), 1) as loaded:
+    with Transcriber(path, DecodeOptions(threads=2)) as loaded:
         yield loaded
 
 
@@ -72,7 +71,7 @@ class Room:
         self.asked += 1
         return self.meeting
 
-    def status(self) -> dict[str, Any]:
+    async def status(self) -> dict[str, Any]:
         meeting = {"id": 7, "title": "Board", "recipients": ["anna@example.com"]}
         return {"state": "recording", "meeting": meeting, "last_line": "the words of the room"}
 

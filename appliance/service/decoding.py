@@ -49,7 +49,7 @@ class RawFormat:
 
 async def transcribe(engine: Any, speech: Sequence[SpeechSegment], language: str) -> list[Segment]:
     """Decode speech segments on the daemon's engine, off the event loop."""
-    return await asyncio.to_thread(engine.transcribe, speech, language)
+    return (await engine.transcribe_async(speech, language)).segments
 
 
 def check_language(engine: Any, language: str | None) -> str:
