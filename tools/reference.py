@@ -88,7 +88,7 @@ def type_name(default: Any) -> str:
     """The TOML type a key takes, from its default."""
     if isinstance(default, tuple):
         return "list of strings"
-    return {int: "integer", float: "number", str: "string"}[type(default)]
+    return {bool: "boolean", int: "integer", float: "number", str: "string"}[type(default)]
 
 
 def allowed(default: Any, rules: dict[str, Any]) -> str:
@@ -108,7 +108,9 @@ def example(section: str, key: str, default: Any) -> Any:
 
 
 def toml_value(value: Any) -> str:
-    """A value as TOML (strings, numbers, lists of strings)."""
+    """A value as TOML (strings, booleans, numbers, lists of strings)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(toml_value(v) for v in value) + "]"
     if isinstance(value, str):
