@@ -174,9 +174,15 @@ def _cmd_transcribe(args: argparse.Namespace) -> int:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    # jiwer and the normalizers: not in the daemon
+    # jiwer, pyannote.metrics and the normalizers: not in the daemon
     try:
         from appliance.evaluate import compare, evaluate, fits_one_window, read_manifest
+        from appliance.evaluate_speakers import (
+            format_speakers,
+            read_rttm,
+            rttm_beside,
+            score_speakers,
+        )
     except ImportError as err:
         raise UsageError(
             f"appliance eval needs the [eval] extra ({err.name} is missing): "
@@ -186,10 +192,18 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     sets = set(args.sets.split(",")) if args.sets else None
     clips = read_manifest(Path(args.manifest), sets=sets, language=args.language)
     segmenter = Segmenter(silero.path(_models_dir(args)), threshold=args.vad_threshold)
+    labeller = None if args.no_speakers else open_labeller(_models_dir(args), args.max_speakers)
+    speakers_found = []
     with _transcriber(args) as transcriber:
 
         def transcribe(clip) -> str:
-            return transcriber.transcribe_file(clip.audio, segmenter, clip.language).text
+            transcript = transcriber.transcribe_file(clip.audio, segmenter, clip.language)
+            rttm = rttm_beside(clip.audio)
+            if labeller and rttm:
+                transcript = labeller.label(transcript, load(clip.audio))
+                found = score_speakers(str(clip.audio), clip.dataset, read_rttm(rttm), transcript)
+                speakers_found.append(found)
+            return transcript.text
 
         def alone(clip) -> str:
             """The same weights on the whole clip, one window of all 1500 positions."""
@@ -203,12 +217,17 @@ def _cmd_eval(args: argparse.Namespace) -> int:
             whole = [c for c in clips if fits_one_window(c)]
             baseline = evaluate(whole, alone, progress=ProgressLine())
     if args.json:
-        print(report.to_json(baseline))
+        document = json.loads(report.to_json(baseline))
+        document["speakers"] = [{**vars(r), "der": r.der} for r in speakers_found]
+        print(json.dumps(document, indent=2))
     else:
         print(report.format())
         if baseline is not None:
             print()
             print(compare(report, baseline))
+        if speakers_found:
+            print()
+            print(format_speakers(speakers_found))
     return 0
 
 
@@ -244,6 +263,22 @@ def _add_model_options(parser: argparse.ArgumentParser, threads: int = 2) -> Non
         type=_probability,
         default=0.35,
         help="speech probability that opens a segment, 0-1 (default 0.35; lower keeps more)",
+    )
+
+
+def _add_speaker_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--no-speakers",
+        action="store_true",
+        help='no speaker labels (default: "Speaker 1..N" turns when the weights are installed)',
+    )
+    parser.add_argument(
+        "--max-speakers",
+        type=int,
+        default=8,
+        choices=range(1, 33),
+        metavar="N",
+        help="most speakers a file is split into, 1-32 (default 8)",
     )
 
 
@@ -323,19 +358,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="decoding workers sharing the "
         "model: files and the windows of a long file side by side (default 2)",
     )
-    run.add_argument(
-        "--no-speakers",
-        action="store_true",
-        help='no speaker labels (default: "Speaker 1..N" turns when the weights are installed)',
-    )
-    run.add_argument(
-        "--max-speakers",
-        type=int,
-        default=8,
-        choices=range(1, 33),
-        metavar="N",
-        help="most speakers a file is split into, 1-32 (default 8)",
-    )
+    _add_speaker_options(run)
     run.set_defaults(func=_cmd_transcribe)
 
     score = commands.add_parser("eval", help="word error rate over a manifest.jsonl of clips")
@@ -344,6 +367,7 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--sets", help="comma-separated set names (default: all)")
     score.add_argument("--language", help="only clips of this language")
     score.add_argument("--json", action="store_true", help="print JSON")
+    _add_speaker_options(score)
     score.add_argument(
         "--baseline",
         action="store_true",
