@@ -12,7 +12,7 @@ import numpy as np
 
 from appliance.engine import clusters
 from appliance.engine.campplus import CamPlusPlus
-from appliance.engine.fbank import SAMPLE_RATE, fbank
+from appliance.engine.fbank import SAMPLE_RATE, fbank, frame_count
 from appliance.errors import ApplianceError
 from appliance.models import speakers as weights
 from appliance.transcript import Segment, Transcript
@@ -27,7 +27,7 @@ _JOIN_S = 0.5  # segments closer than this are one stretch of speech for windowi
 # chosen on the pyannote sample and dev-meeting-01, checked on the AMI clips (docs/benchmarks.md).
 SIMILARITY = 0.4
 MIN_WINDOWS = 4  # a speaker heard in fewer windows (about 3 s) is folded into the nearest
-_BATCH = 8  # windows per network call: 8 keep the im2col buffers near 60 MB
+_BATCH = 4  # windows per network call: 4 keep the largest im2col buffer near 27 MB
 
 
 @dataclasses.dataclass(frozen=True)
@@ -137,19 +137,17 @@ class SpeakerLabeller:
     def embed(self, samples: np.ndarray, spans: list[Window]) -> np.ndarray:
         """(len(spans), 192) embeddings of 16 kHz float samples; windows of one length batched."""
         out = np.zeros((len(spans), 192), dtype=np.float32)
+        edges = [(round(w.start_s * SAMPLE_RATE), round(w.end_s * SAMPLE_RATE)) for w in spans]
         by_length: dict[int, list[int]] = {}
-        feats = []
-        for index, span in enumerate(spans):
-            first, last = round(span.start_s * SAMPLE_RATE), round(span.end_s * SAMPLE_RATE)
-            frames = fbank(samples[first:last])
-            feats.append(frames - frames.mean(axis=0))
-            by_length.setdefault(len(frames), []).append(index)
+        for index, (first, last) in enumerate(edges):
+            by_length.setdefault(frame_count(last - first), []).append(index)
         for length, indices in by_length.items():
             if length == 0:
                 continue
-            for first in range(0, len(indices), _BATCH):
-                batch = indices[first : first + _BATCH]
-                out[batch] = self._network.embed(np.stack([feats[i] for i in batch]))
+            for start in range(0, len(indices), _BATCH):
+                batch = indices[start : start + _BATCH]
+                feats = [fbank(samples[edges[i][0] : edges[i][1]]) for i in batch]
+                out[batch] = self._network.embed(np.stack([f - f.mean(axis=0) for f in feats]))
         return out
 
     def turns(self, samples: np.ndarray, regions: list[tuple[float, float]]) -> list[Turn]:
