@@ -149,7 +149,7 @@ def render_section(
         "mark, and EN2001b yields no segment at all.",
         f"- Cost of labelling, one BLAS thread: {cpu:.1f} CPU s for {audio_h * 3600:.0f} s of audio, "
         f"{cpu / audio_h:.0f} CPU s per audio hour; peak RSS added by the labeller (weights 28 MB, "
-        f"activations of 8 windows) at most {added:.0f} MB.",
+        f"activations of 4 windows) at most {added:.0f} MB.",
         f"- **Projection for a Raspberry Pi 4, not measured**: at an assumed {PI_CORE_SPEED} of this "
         f"core's speed, about {cpu / audio_h / PI_CORE_SPEED / 60:.0f} CPU minutes per audio hour "
         "on one Cortex-A72 core.",
