@@ -249,3 +249,20 @@ def test_a_track_fed_while_the_meeting_runs_labels_as_the_whole_file_does(labell
     assert [s.speaker for s in live.segments] == [s.speaker for s in whole.segments]
     assert {s.speaker for s in live.segments} == {"Speaker 1", "Speaker 2"}
     assert speakers.SpeakerTrack(labeller).label(transcript) == transcript
+
+
+def test_models_install_speakers_from_another_models_folder(tmp_path, capsys):
+    from appliance import cli
+
+    source = str(weights.path(MODELS))
+    command = ["models", "install", "speakers", "--dir", str(tmp_path), "--from", source]
+    assert cli.main(command) == 0
+    assert cli.main(command) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out == [
+        f"installed: {weights.path(tmp_path)}",
+        f"already installed: {weights.path(tmp_path)}",
+    ]
+    assert weights.load(weights.path(tmp_path)).keys() == weights.load(weights.path(MODELS)).keys()
+    assert "Apache License 2.0" in Path(f"{weights.path(tmp_path)}.LICENSE").read_text()
+    assert cli.main([*command[:4], str(tmp_path), "--source", "official"]) == 2
