@@ -178,6 +178,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     try:
         from appliance.evaluate import compare, evaluate, fits_one_window, read_manifest
         from appliance.evaluate_speakers import (
+            cp_wer,
             format_speakers,
             read_rttm,
             rttm_beside,
@@ -201,7 +202,10 @@ def _cmd_eval(args: argparse.Namespace) -> int:
             rttm = rttm_beside(clip.audio)
             if labeller and rttm:
                 transcript = labeller.label(transcript, load(clip.audio))
-                found = score_speakers(str(clip.audio), clip.dataset, read_rttm(rttm), transcript)
+                stm = clip.audio.with_suffix(".stm")
+                cp = cp_wer(stm, transcript, clip.language) if stm.is_file() else (0, 0)
+                turns = read_rttm(rttm)
+                found = score_speakers(str(clip.audio), clip.dataset, turns, transcript, cp)
                 speakers_found.append(found)
             return transcript.text
 
@@ -218,7 +222,9 @@ def _cmd_eval(args: argparse.Namespace) -> int:
             baseline = evaluate(whole, alone, progress=ProgressLine())
     if args.json:
         document = json.loads(report.to_json(baseline))
-        document["speakers"] = [{**vars(r), "der": r.der} for r in speakers_found]
+        document["speakers"] = [
+            {**vars(r), "der": r.der, "cp_wer": r.cp_wer} for r in speakers_found
+        ]
         print(json.dumps(document, indent=2))
     else:
         print(report.format())
