@@ -22,13 +22,14 @@ from pathlib import Path
 
 from appliance.engine.speakers import open_labeller
 from appliance.engine.transcriber import DecodeOptions, Transcriber
-from appliance.evaluate_speakers import COLLAR_S, SpeakerResult, read_rttm, score_speakers
+from appliance.evaluate import read_manifest, score
+from appliance.evaluate_speakers import COLLAR_S, SpeakerResult, cp_wer, read_rttm, score_speakers
 from appliance.models import silero
 from appliance.recording.audio import load
 from appliance.recording.segmenter import Segmenter
 from appliance.transcript import from_json, render
 from benchmarks import report_sections
-from benchmarks.configs import MEETINGS, ROOT, default_model
+from benchmarks.configs import MANIFEST, MEETINGS, ROOT, default_model
 from benchmarks.machine import command_line, describe
 
 HEADING = "## Speaker turns"
@@ -88,6 +89,7 @@ def measure(model: Path) -> list[tuple[str, SpeakerResult, dict]]:
     files = [(SAMPLE, SAMPLE.with_suffix(".rttm")), (MEETINGS[0], MEETING_TURNS)]
     files += [(clip, clip.with_suffix(".rttm")) for clip in AMI]
     out = []
+    references = {c.audio: c for c in read_manifest(MANIFEST, sets={"ami_meetings"})}
     segmenter = Segmenter(silero.path(model.parent))
     with (
         Transcriber(model, DecodeOptions(threads=2)) as transcriber,
@@ -98,7 +100,16 @@ def measure(model: Path) -> list[tuple[str, SpeakerResult, dict]]:
             saved.write_text(render(transcriber.transcribe_file(audio, segmenter), "json"))
             cost = _label(audio, saved)
             labelled = from_json(cost.pop("transcript"))
-            result = score_speakers(str(audio), audio.parent.name, read_rttm(rttm), labelled)
+            stm = audio.with_suffix(".stm")
+            cp = cp_wer(stm, labelled, "en") if stm.is_file() else (0, 0)
+            turns = read_rttm(rttm)
+            result = score_speakers(str(audio), audio.parent.name, turns, labelled, cp)
+            if audio in references:
+                plain = score(references[audio], labelled.text, 0.0, 0.0)
+                cost["wer"] = (
+                    plain.substitutions + plain.deletions + plain.insertions,
+                    plain.ref_words,
+                )
             out.append((audio.stem, result, cost))
     return out
 
@@ -123,14 +134,15 @@ def render_section(
         "scored (one speaker per segment can never cover it). dev-meeting-01's reference turns "
         "are whole source clips, so only its confusion (time given to the wrong speaker) counts.",
         "",
-        "| file | speakers | found | DER | missed | false alarm | confusion | label CPU s | audio s |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| file | speakers | found | DER | missed | false alarm | confusion | WER | cpWER | label CPU s | audio s |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for name, r, cost in rows:
         scored = r.scored_s or 1.0
         lines.append(
             f"| {name} | {r.reference_speakers} | {r.found_speakers} | {_pct(r.der)} | "
             f"{_pct(r.missed_s / scored)} | {_pct(r.false_alarm_s / scored)} | {_pct(r.confusion)} | "
+            f"{_pct(cost['wer'][0] / cost['wer'][1]) if 'wer' in cost else '-'} | {_pct(r.cp_wer)} | "
             f"{cost['cpu_s']:.2f} | {cost['audio_s']:.0f} |"
         )
     ami = [r for name, r, _ in rows if name[:2] in ("EN", "ES")]
@@ -138,6 +150,9 @@ def render_section(
     pooled = sum(r.missed_s + r.false_alarm_s + r.confusion_s for r in ami) / sum(
         r.scored_s for r in ami
     )
+    wer_errors = sum(c["wer"][0] for _, _, c in rows if "wer" in c)
+    wer_words = sum(c["wer"][1] for _, _, c in rows if "wer" in c)
+    cp_errors, cp_words = sum(r.cp_errors for r in ami), sum(r.cp_words for r in ami)
     cpu = sum(c["cpu_s"] for _, _, c in rows)
     audio_h = sum(c["audio_s"] for _, _, c in rows) / 3600
     added = max(c["added_mb"] for _, _, c in rows)
@@ -147,6 +162,9 @@ def render_section(
         f"{_pct(pooled)}. Clips with little reference speech (EN2006a, EN2003a, EN2001b) weigh "
         "heavily in the mean: whisper's segments there cover talk or noise the reference does not "
         "mark, and EN2001b yields no segment at all.",
+        f"- AMI words: WER {_pct(wer_errors / wer_words)} ({wer_errors} of {wer_words}), cpWER "
+        f"{_pct(cp_errors / cp_words)} ({cp_errors} of {cp_words}; meeteval, each found speaker's "
+        "words against the reference speaker they map to, both normalized as for WER).",
         f"- Cost of labelling, one BLAS thread: {cpu:.1f} CPU s for {audio_h * 3600:.0f} s of audio, "
         f"{cpu / audio_h:.0f} CPU s per audio hour; peak RSS added by the labeller (weights 28 MB, "
         f"activations of 4 windows) at most {added:.0f} MB.",

@@ -51,6 +51,7 @@ def test_cpwer_on_an_ami_clip_counts_words_under_the_best_speaker_mapping():
     )
     errors, _ = cp_wer(AMI.with_suffix(".stm"), one_voice, "en")
     assert errors > 0  # the second speaker's words are all missing under one speaker
+    assert cp_wer(AMI.with_suffix(".stm"), _transcript(), "en") == (words, words)
 
 
 def test_read_rttm_and_a_bad_line(tmp_path):
