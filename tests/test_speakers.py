@@ -266,3 +266,11 @@ def test_models_install_speakers_from_another_models_folder(tmp_path, capsys):
     assert weights.load(weights.path(tmp_path)).keys() == weights.load(weights.path(MODELS)).keys()
     assert "Apache License 2.0" in Path(f"{weights.path(tmp_path)}.LICENSE").read_text()
     assert cli.main([*command[:4], str(tmp_path), "--source", "official"]) == 2
+
+
+def test_a_turn_grazing_a_segment_does_not_cut_it_and_names_follow_the_text():
+    turns = [Turn(0.0, 0.5, 1), Turn(0.5, 9.0, 2)]
+    transcript = Transcript((Segment(0.2, 5.0, "one two three four"),), "en", 9.0)
+    assert speakers.labelled(transcript, turns).segments == (
+        Segment(0.2, 5.0, "one two three four", "Speaker 1"),
+    )
