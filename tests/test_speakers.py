@@ -268,9 +268,10 @@ def test_models_install_speakers_from_another_models_folder(tmp_path, capsys):
     assert cli.main([*command[:4], str(tmp_path), "--source", "official"]) == 2
 
 
-def test_a_turn_grazing_a_segment_does_not_cut_it_and_names_follow_the_text():
-    turns = [Turn(0.0, 0.5, 1), Turn(0.5, 9.0, 2)]
-    transcript = Transcript((Segment(0.2, 5.0, "one two three four"),), "en", 9.0)
-    assert speakers.labelled(transcript, turns).segments == (
-        Segment(0.2, 5.0, "one two three four", "Speaker 1"),
-    )
+def test_names_follow_the_order_of_the_text():
+    turns = [Turn(0.0, 4.0, 2), Turn(4.0, 9.0, 1)]
+    transcript = Transcript((Segment(0.5, 3.5, "first"), Segment(5.0, 8.0, "second")), "en", 9.0)
+    assert [s.speaker for s in speakers.labelled(transcript, turns).segments] == [
+        "Speaker 1",
+        "Speaker 2",
+    ]

@@ -23,7 +23,6 @@ WINDOW_S = 1.5  # long enough for a stable embedding, short enough to sit inside
 HOP_S = 0.75
 MIN_WINDOW_S = 0.5  # a shorter stretch of speech gets its label from its neighbours
 _JOIN_S = 0.5  # segments closer than this are one stretch of speech for windowing
-_MIN_PIECE_S = 1.0  # a segment is cut only for a turn that covers this much of it
 # Clusters whose members are on average at least this similar (cosine) are one speaker:
 # chosen on the pyannote sample and dev-meeting-01, checked on the AMI clips (docs/benchmarks.md).
 SIMILARITY = 0.4
@@ -74,16 +73,14 @@ def split(segment: Segment, turns: list[Turn]) -> list[Segment]:
     """
     if not turns:
         return [segment]
-    overlapping = [t for t in turns if t.overlap(segment.start_s, segment.end_s) > 0]
-    # A turn that only grazes the segment's edge is the segments' loose timing, not a speaker.
-    inside = [t for t in overlapping if t.overlap(segment.start_s, segment.end_s) >= _MIN_PIECE_S]
+    # Short turns are real in conversation (a 0.4 s "yes"): any turn inside a segment counts;
+    # keeping only those covering >= 1 s of it raised the pyannote sample's DER 6.2 -> 10.6 %.
+    inside = [t for t in turns if t.overlap(segment.start_s, segment.end_s) > 0]
     words = segment.text.split()
     duration_s = segment.end_s - segment.start_s
     if len(inside) < 2 or len(words) < 2:
         middle = (segment.start_s + segment.end_s) / 2
-        best = max(
-            overlapping, key=lambda t: t.overlap(segment.start_s, segment.end_s), default=None
-        )
+        best = max(inside, key=lambda t: t.overlap(segment.start_s, segment.end_s), default=None)
         best = best or min(turns, key=lambda t: t.distance(middle))
         return [dataclasses.replace(segment, speaker=best.name)]
     lengths = np.array([len(w) + 1 for w in words], dtype=float)
