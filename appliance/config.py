@@ -157,6 +157,19 @@ class TranscriberConfig:
 
 
 @dataclass(frozen=True)
+class SpeakersConfig:
+    """Speaker turns: who said what, labelled "Speaker 1".."Speaker N" in every transcript."""
+
+    enabled: bool = _field(True, "Label speaker turns (needs `appliance models install speakers`).")
+    max_speakers: int = _field(
+        8,
+        "Most speakers one meeting is split into; fewer are found when fewer talk.",
+        min=1,
+        max=32,
+    )
+
+
+@dataclass(frozen=True)
 class SmtpConfig:
     """The mail server transcripts go out through; no host means a local Maildir."""
 
@@ -262,6 +275,7 @@ class Config:
     audio: AudioConfig = field(default_factory=AudioConfig)
     vad: VadConfig = field(default_factory=VadConfig)
     transcriber: TranscriberConfig = field(default_factory=TranscriberConfig)
+    speakers: SpeakersConfig = field(default_factory=SpeakersConfig)
     smtp: SmtpConfig = field(default_factory=SmtpConfig)
     delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
@@ -406,6 +420,8 @@ def _check(item: dataclasses.Field, value: Any, where: str) -> Any:
             _check_text(v, kind, where)
         return cleaned
     if isinstance(default, bool) or isinstance(value, bool):
+        if isinstance(default, bool) and isinstance(value, bool):
+            return value
         raise ConfigError(f"{where}: expected {_type_name(default)}, got {_shown(value)}")
     if isinstance(default, int) and not isinstance(default, bool):
         if not isinstance(value, int):
@@ -467,7 +483,8 @@ def _name(name: str) -> str:
 
 
 def _type_name(default: Any) -> str:
-    return {int: "an integer", float: "a number", str: "a string"}.get(type(default), "a value")
+    names = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+    return names.get(type(default), "a value")
 
 
 def _shown(value: Any) -> str:

@@ -36,7 +36,8 @@ CREATE TABLE IF NOT EXISTS segments (
     meeting_id INTEGER NOT NULL REFERENCES meetings(id) ON DELETE CASCADE,
     start_s REAL NOT NULL,
     end_s REAL NOT NULL,
-    text TEXT NOT NULL
+    text TEXT NOT NULL,
+    speaker TEXT
 );
 CREATE INDEX IF NOT EXISTS segments_meeting ON segments(meeting_id, start_s);
 CREATE TABLE IF NOT EXISTS gaps (
@@ -119,6 +120,9 @@ class Database:
             self.db.execute("PRAGMA foreign_keys=ON")
             self.db.execute("PRAGMA busy_timeout=5000")
             self.db.executescript(_SCHEMA)
+            columns = {row[1] for row in self.db.execute("PRAGMA table_info(segments)")}
+            if "speaker" not in columns:  # a state file from before speaker turns
+                self.db.execute("ALTER TABLE segments ADD COLUMN speaker TEXT")
         except (OSError, sqlite3.Error) as err:
             raise StoreError(f"{path}: cannot open the state database: {err}") from err
 
@@ -189,12 +193,24 @@ class Database:
         """Store finished segments and how far transcription has got, in one commit."""
         with self.tx():
             self.db.executemany(
-                "INSERT INTO segments (meeting_id, start_s, end_s, text) VALUES (?, ?, ?, ?)",
-                [(meeting_id, s.start_s, s.end_s, s.text) for s in segments],
+                "INSERT INTO segments (meeting_id, start_s, end_s, text, speaker) "
+                "VALUES (?, ?, ?, ?, ?)",
+                [(meeting_id, s.start_s, s.end_s, s.text, s.speaker) for s in segments],
             )
             self.db.execute(
                 "UPDATE meetings SET transcribed_s = MAX(transcribed_s, ?) WHERE id = ?",
                 (transcribed_s, meeting_id),
+            )
+
+    def label_segments(self, meeting_id: int, segments: tuple[Segment, ...]) -> None:
+        """Replace the meeting's segments with the same text labelled by speaker (some cut in
+        two where the speaker changes), in one commit."""
+        with self.tx():
+            self.db.execute("DELETE FROM segments WHERE meeting_id = ?", (meeting_id,))
+            self.db.executemany(
+                "INSERT INTO segments (meeting_id, start_s, end_s, text, speaker) "
+                "VALUES (?, ?, ?, ?, ?)",
+                [(meeting_id, s.start_s, s.end_s, s.text, s.speaker) for s in segments],
             )
 
     def add_gap(self, meeting_id: int, gap: Gap) -> None:
@@ -210,7 +226,7 @@ class Database:
         if meeting is None:
             raise KeyError(meeting_id)
         segments = self.db.execute(
-            "SELECT start_s, end_s, text FROM segments WHERE meeting_id = ? "
+            "SELECT start_s, end_s, text, speaker FROM segments WHERE meeting_id = ? "
             "ORDER BY start_s, rowid",
             (meeting_id,),
         ).fetchall()

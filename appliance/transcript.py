@@ -18,6 +18,7 @@ class Segment:
     start_s: float
     end_s: float
     text: str
+    speaker: str | None = None  # "Speaker 2" once speaker turns are labelled
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,7 @@ class _Cue:
     start_s: float
     end_s: float
     text: str
+    speaker: str | None = None
 
 
 def _one_line(text: str) -> str:
@@ -66,7 +68,7 @@ def _clamp(start_s: float, end_s: float) -> tuple[float, float]:
 def _clean_segments(transcript: Transcript) -> list[Segment]:
     """Segments with text, times clamped, in time order."""
     segments = [
-        Segment(*_clamp(s.start_s, s.end_s), _one_line(s.text))
+        Segment(*_clamp(s.start_s, s.end_s), _one_line(s.text), s.speaker)
         for s in transcript.segments
         if _one_line(s.text)
     ]
@@ -92,9 +94,12 @@ def _gap_marker(gap: Gap) -> str:
 
 def _cues(transcript: Transcript) -> list[_Cue]:
     """Segments and gap markers merged in time order; a gap sorts before speech starting with it."""
-    gaps = [(g.start_s, 0, g.end_s, _gap_marker(g)) for g in _clean_gaps(transcript)]
-    speech = [(s.start_s, 1, s.end_s, s.text) for s in _clean_segments(transcript)]
-    return [_Cue(start_s, end_s, text) for start_s, _, end_s, text in sorted(gaps + speech)]
+    gaps = [(g.start_s, 0, g.end_s, _gap_marker(g), "") for g in _clean_gaps(transcript)]
+    speech = [(s.start_s, 1, s.end_s, s.text, s.speaker or "") for s in _clean_segments(transcript)]
+    return [
+        _Cue(start, end, text, speaker or None)
+        for start, _, end, text, speaker in sorted(gaps + speech)
+    ]
 
 
 def _timestamp(seconds: float, separator: str) -> str:
@@ -111,8 +116,29 @@ def _escape_vtt(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
+def _voice(cue: _Cue) -> str:
+    """A WebVTT voice tag naming the speaker, or nothing."""
+    return f"<v {_escape_vtt(cue.speaker)}>" if cue.speaker else ""
+
+
 def _render_txt(transcript: Transcript) -> str:
-    return "".join(f"{cue.text}\n" for cue in _cues(transcript))
+    """One line per segment; with speakers, one "Speaker 2: ..." paragraph per turn."""
+    cues = _cues(transcript)
+    if not any(cue.speaker for cue in cues):
+        return "".join(f"{cue.text}\n" for cue in cues)
+    paragraphs: list[list[str]] = []
+    previous: str | None = None
+    for cue in cues:
+        if cue.speaker is None or cue.speaker != previous:
+            paragraphs.append([f"{cue.speaker}: {cue.text}" if cue.speaker else cue.text])
+        else:
+            paragraphs[-1].append(cue.text)
+        previous = cue.speaker
+    return "\n".join(" ".join(words) + "\n" for words in paragraphs)
+
+
+def _prefixed(cue: _Cue) -> str:
+    return f"{cue.speaker}: {cue.text}" if cue.speaker else cue.text
 
 
 def _timing(cue: _Cue, separator: str) -> str:
@@ -121,25 +147,36 @@ def _timing(cue: _Cue, separator: str) -> str:
 
 def _render_srt(transcript: Transcript) -> str:
     blocks = [
-        f"{number}\n{_timing(cue, ',')}\n{cue.text}\n"
+        f"{number}\n{_timing(cue, ',')}\n{_prefixed(cue)}\n"
         for number, cue in enumerate(_cues(transcript), start=1)
     ]
     return "\n".join(blocks)
 
 
 def _render_vtt(transcript: Transcript) -> str:
-    blocks = [f"{_timing(cue, '.')}\n{_escape_vtt(cue.text)}\n" for cue in _cues(transcript)]
+    blocks = [
+        f"{_timing(cue, '.')}\n{_voice(cue)}{_escape_vtt(cue.text)}\n" for cue in _cues(transcript)
+    ]
     return "\n".join(["WEBVTT\n", *blocks])
+
+
+def _segment_json(segment: Segment) -> dict[str, Any]:
+    """A segment's JSON object; "speaker" only once speaker turns are labelled."""
+    item: dict[str, Any] = {
+        "start_s": segment.start_s,
+        "end_s": segment.end_s,
+        "text": segment.text,
+    }
+    if segment.speaker is not None:
+        item["speaker"] = segment.speaker
+    return item
 
 
 def _render_json(transcript: Transcript) -> str:
     document = {
         "language": transcript.language,
         "duration_s": transcript.duration_s,
-        "segments": [
-            {"start_s": s.start_s, "end_s": s.end_s, "text": s.text}
-            for s in _clean_segments(transcript)
-        ],
+        "segments": [_segment_json(s) for s in _clean_segments(transcript)],
         "gaps": [
             {"start_s": g.start_s, "end_s": g.end_s, "reason": g.reason}
             for g in _clean_gaps(transcript)
@@ -175,6 +212,13 @@ def _string(item: dict[str, Any], key: str, where: str) -> str:
     return value
 
 
+def _speaker(item: dict[str, Any], where: str) -> str | None:
+    value = item.get("speaker")
+    if value is not None and not isinstance(value, str):
+        raise UsageError(f"transcript JSON: {where}.speaker must be a string, not {value!r}")
+    return value
+
+
 def from_json(text: str) -> Transcript:
     """Read back what render(..., "json") wrote; a malformed document is a UsageError."""
     try:
@@ -184,6 +228,7 @@ def from_json(text: str) -> Transcript:
                 _number(item, "start_s", f"segments[{i}]"),
                 _number(item, "end_s", f"segments[{i}]"),
                 _string(item, "text", f"segments[{i}]"),
+                _speaker(item, f"segments[{i}]"),
             )
             for i, item in enumerate(document["segments"])
         )

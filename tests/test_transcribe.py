@@ -333,7 +333,7 @@ def test_transcribe_command_does_the_rest_of_a_batch(tiny_en_installed, tmp_path
 
 
 @pytest.mark.parametrize(
-    ("fmt", "first_line"), [("srt", "1"), ("vtt", "WEBVTT"), ("txt", "And so")]
+    ("fmt", "first_line"), [("srt", "1"), ("vtt", "WEBVTT"), ("txt", "Speaker 1: And so")]
 )
 def test_transcribe_command_writes_one_file_per_input(
     tiny_en_installed, tmp_path, capsys, fmt, first_line

@@ -231,3 +231,39 @@ def test_unknown_format(fmt: str) -> None:
     assert repr(fmt) in str(caught.value)
     assert all(choice in str(caught.value) for choice in FORMATS)
     assert isinstance(caught.value, ValueError)
+
+
+LABELLED = Transcript(
+    (
+        Segment(0.0, 2.0, "Good morning.", "Speaker 1"),
+        Segment(2.0, 3.0, "Shall we start?", "Speaker 1"),
+        Segment(3.5, 5.0, "Yes <now>.", "Speaker 2"),
+    ),
+    "en",
+    10.0,
+    (Gap(6.0, 8.0, "microphone lost"),),
+)
+
+
+@pytest.mark.parametrize(
+    "fmt, expected",
+    [
+        (
+            "txt",
+            "Speaker 1: Good morning. Shall we start?\n\nSpeaker 2: Yes <now>.\n\n"
+            "[no audio 00:00:06–00:00:08: microphone lost]\n",
+        ),
+        ("srt", "1\n00:00:00,000 --> 00:00:02,000\nSpeaker 1: Good morning.\n"),
+        ("vtt", "00:00:03.500 --> 00:00:05.000\n<v Speaker 2>Yes &lt;now&gt;.\n"),
+    ],
+)
+def test_speakers_in_every_format(fmt, expected):
+    assert expected in render(LABELLED, fmt)
+
+
+def test_json_carries_the_speaker_and_reads_it_back():
+    document = json.loads(render(LABELLED, "json"))
+    assert [s["speaker"] for s in document["segments"]] == ["Speaker 1", "Speaker 1", "Speaker 2"]
+    assert from_json(render(LABELLED, "json")) == LABELLED
+    with pytest.raises(UsageError, match=r"segments\[0\]\.speaker must be a string"):
+        from_json(render(LABELLED, "json").replace('"Speaker 1"', "7", 1))

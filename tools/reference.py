@@ -99,7 +99,7 @@ def type_name(default: Any) -> str:
     """The TOML type a key takes, from its default."""
     if isinstance(default, tuple):
         return "list of strings"
-    return {int: "integer", float: "number", str: "string"}[type(default)]
+    return {bool: "boolean", int: "integer", float: "number", str: "string"}[type(default)]
 
 
 def allowed(default: Any, rules: dict[str, Any]) -> str:

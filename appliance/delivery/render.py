@@ -120,15 +120,26 @@ def _duration(seconds: float) -> str:
 
 
 def _lines(transcript: Transcript) -> list[dict[str, Any]]:
-    """Speech and gaps in time order, a gap before speech starting with it."""
+    """Speech and gaps in time order, a gap before speech starting with it; one speaker's
+    consecutive segments joined into one line (a paragraph) once speakers are labelled."""
     items: list[tuple[float, int, Segment | Gap]] = [(g.start_s, 0, g) for g in transcript.gaps] + [
         (s.start_s, 1, s) for s in transcript.segments if s.text.split()
     ]
     lines = []
     for start_s, is_speech, item in sorted(items, key=lambda i: (i[0], i[1])):
         text = " ".join((item.text if is_speech else item.reason).split())
+        speaker = item.speaker if is_speech else None
+        if speaker and lines and lines[-1]["speaker"] == speaker:
+            lines[-1].update(end=_clock(item.end_s), text=f"{lines[-1]['text']} {text}")
+            continue
         lines.append(
-            {"at": _clock(start_s), "end": _clock(item.end_s), "text": text, "gap": not is_speech}
+            {
+                "at": _clock(start_s),
+                "end": _clock(item.end_s),
+                "text": text,
+                "gap": not is_speech,
+                "speaker": speaker,
+            }
         )
     return lines
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from appliance import config as config_file
 from appliance import languages, paths
 from appliance.errors import ApplianceError
-from appliance.models import ggml, silero, store
+from appliance.models import ggml, silero, speakers, store
 from appliance.paths import TEMPLATES_OVERRIDE
 from appliance.recording import capture
 
@@ -92,6 +92,18 @@ def check_vad(ctx: Context) -> list[str]:
     except ApplianceError as err:
         problems.append(ctx.problem("vad", str(err), f"appliance models install {silero.NAME}"))
     return problems
+
+
+def check_speakers(ctx: Context) -> list[str]:
+    """With [speakers] enabled, the speaker-embedding weights are installed and intact."""
+    if not ctx.config.speakers.enabled:
+        return []
+    try:
+        speakers.verify(speakers.path(paths.models_dir(ctx.config.transcriber.models_dir)))
+    except ApplianceError as err:
+        allowed = f"appliance models install {speakers.NAME}, or [speakers] enabled = false"
+        return [ctx.problem("speakers", f"{err}; transcripts go out without speakers", allowed)]
+    return []
 
 
 def check_audio_device(ctx: Context) -> list[str]:
@@ -249,6 +261,7 @@ def check_web(ctx: Context) -> list[str]:
 CHECKS: list[Check] = [
     check_model,
     check_vad,
+    check_speakers,
     check_password_file,
     check_state_dir,
     check_calendar,

@@ -1,0 +1,202 @@
+"""Speaker turns: DER on the pyannote sample and each AMI clip, speaker confusion on
+dev-meeting-01, and what labelling costs (CPU seconds per audio hour, peak RSS added).
+
+Each file is transcribed by the product path (Silero VAD, whisper.cpp, the default model) and
+labelled by the product's SpeakerLabeller; the score is of the labelled segments against the
+reference turns, by pyannote.metrics, with a 0.25 s collar each side and overlap scored. The cost
+is measured in a child process per file that loads the audio and the transcript, then labels
+(CAM++ in numpy with one BLAS thread): its CPU time, and its peak RSS (VmHWM, reset after the
+audio is decoded) over its RSS before the labeller loaded. Writes the "Speaker turns" section.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from appliance.engine.speakers import open_labeller
+from appliance.engine.transcriber import DecodeOptions, Transcriber
+from appliance.evaluate import read_manifest, score
+from appliance.evaluate_speakers import COLLAR_S, SpeakerResult, cp_wer, read_rttm, score_speakers
+from appliance.models import silero
+from appliance.recording.audio import load
+from appliance.recording.segmenter import Segmenter
+from appliance.transcript import from_json, render
+from benchmarks import report_sections
+from benchmarks.configs import MANIFEST, MEETINGS, ROOT, default_model
+from benchmarks.machine import command_line, describe
+
+HEADING = "## Speaker turns"
+DATA = ROOT / "tests" / "data"
+SAMPLE = DATA / "diarization" / "pyannote_sample.flac"
+MEETING_TURNS = DATA / "diarization" / "dev-meeting-01.clips.rttm"
+AMI = sorted((DATA / "speech" / "ami_meetings").glob("*.flac"))
+# Pi 4 projection: the same per-core factor as the parallel benchmark's projection assumes.
+PI_CORE_SPEED = 0.2
+
+
+def _status_kib(field: str) -> int:
+    """A memory figure of this process from /proc/self/status, KiB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no {field} in /proc/self/status")
+
+
+def _child(audio: Path, transcript_json: Path) -> dict:
+    """Label one transcribed file and say what it cost (run in a fresh process)."""
+    samples = load(audio)
+    transcript = from_json(transcript_json.read_text())
+    # Decoding the file peaked higher than labelling may: reset the peak (Linux >= 4.0).
+    Path("/proc/self/clear_refs").write_text("5")
+    before_kib = _status_kib("VmRSS")
+    cpu, wall = time.process_time(), time.perf_counter()
+    labeller = open_labeller(ROOT / "models", 8)
+    if labeller is None:
+        raise SystemExit("speaker weights not installed (appliance models install speakers)")
+    labelled = labeller.label(transcript, samples)
+    return {
+        "cpu_s": time.process_time() - cpu,
+        "wall_s": time.perf_counter() - wall,
+        "added_mb": (_status_kib("VmHWM") - before_kib) / 1024,
+        "audio_s": len(samples) / 16000,
+        "transcript": render(labelled, "json"),
+    }
+
+
+def _label(audio: Path, transcript_json: Path) -> dict:
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
+    command = [
+        sys.executable,
+        "-m",
+        "benchmarks.speakers",
+        "--child",
+        str(audio),
+        str(transcript_json),
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, env=env, check=True, cwd=ROOT)
+    return json.loads(done.stdout)
+
+
+def measure(model: Path) -> list[tuple[str, SpeakerResult, dict]]:
+    """(what, score, cost) for each file: the sample, dev-meeting-01, the AMI clips."""
+    files = [(SAMPLE, SAMPLE.with_suffix(".rttm")), (MEETINGS[0], MEETING_TURNS)]
+    files += [(clip, clip.with_suffix(".rttm")) for clip in AMI]
+    out = []
+    references = {c.audio: c for c in read_manifest(MANIFEST, sets={"ami_meetings"})}
+    segmenter = Segmenter(silero.path(model.parent))
+    with (
+        Transcriber(model, DecodeOptions(threads=2)) as transcriber,
+        tempfile.TemporaryDirectory() as temp,
+    ):
+        for audio, rttm in files:
+            saved = Path(temp) / f"{audio.stem}.json"
+            saved.write_text(render(transcriber.transcribe_file(audio, segmenter), "json"))
+            cost = _label(audio, saved)
+            labelled = from_json(cost.pop("transcript"))
+            stm = audio.with_suffix(".stm")
+            cp = cp_wer(stm, labelled, "en") if stm.is_file() else (0, 0)
+            turns = read_rttm(rttm)
+            result = score_speakers(str(audio), audio.parent.name, turns, labelled, cp)
+            if audio in references:
+                plain = score(references[audio], labelled.text, 0.0, 0.0)
+                cost["wer"] = (
+                    plain.substitutions + plain.deletions + plain.insertions,
+                    plain.ref_words,
+                )
+            out.append((audio.stem, result, cost))
+    return out
+
+
+def _pct(value: float | None) -> str:
+    return f"{100 * value:.1f} %" if value is not None else "-"
+
+
+def render_section(
+    rows: list[tuple[str, SpeakerResult, dict]], machine: dict, command: str, model: str
+) -> str:
+    """The report section: DER and confusion per file, the AMI mean, the cost."""
+    lines = [
+        HEADING,
+        "",
+        f"`OPENBLAS_NUM_THREADS=1 {command}` on {machine.get('cpu', 'this machine')}, "
+        f"{machine.get('cores', '?')} cores, load {machine['load_average'][0]:.2f} at the start: "
+        f"{model} transcribes (Silero VAD, whisper.cpp), then the product's labeller (CAM++ in "
+        "numpy, 1.5 s windows every 0.75 s over the transcript's speech, average-linkage "
+        "clustering) names the speakers. Scored by pyannote.metrics on the labelled segments: "
+        f"DER with a {COLLAR_S} s collar each side of every reference boundary, overlapped speech "
+        "scored (one speaker per segment can never cover it). dev-meeting-01's reference turns "
+        "are whole source clips, so only its confusion (time given to the wrong speaker) counts.",
+        "",
+        "| file | speakers | found | DER | missed | false alarm | confusion | WER | cpWER | label CPU s | audio s |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for name, r, cost in rows:
+        scored = r.scored_s or 1.0
+        lines.append(
+            f"| {name} | {r.reference_speakers} | {r.found_speakers} | {_pct(r.der)} | "
+            f"{_pct(r.missed_s / scored)} | {_pct(r.false_alarm_s / scored)} | {_pct(r.confusion)} | "
+            f"{_pct(cost['wer'][0] / cost['wer'][1]) if 'wer' in cost else '-'} | {_pct(r.cp_wer)} | "
+            f"{cost['cpu_s']:.2f} | {cost['audio_s']:.0f} |"
+        )
+    ami = [r for name, r, _ in rows if name[:2] in ("EN", "ES")]
+    mean = sum(r.der or 0.0 for r in ami) / len(ami)
+    pooled = sum(r.missed_s + r.false_alarm_s + r.confusion_s for r in ami) / sum(
+        r.scored_s for r in ami
+    )
+    wer_errors = sum(c["wer"][0] for _, _, c in rows if "wer" in c)
+    wer_words = sum(c["wer"][1] for _, _, c in rows if "wer" in c)
+    cp_errors, cp_words = sum(r.cp_errors for r in ami), sum(r.cp_words for r in ami)
+    cpu = sum(c["cpu_s"] for _, _, c in rows)
+    audio_h = sum(c["audio_s"] for _, _, c in rows) / 3600
+    added = max(c["added_mb"] for _, _, c in rows)
+    lines += [
+        "",
+        f"- AMI clips: mean DER {_pct(mean)} over {len(ami)} clips; pooled over their scored time "
+        f"{_pct(pooled)}. Clips with little reference speech (EN2006a, EN2003a, EN2001b) weigh "
+        "heavily in the mean: whisper's segments there cover talk or noise the reference does not "
+        "mark, and EN2001b yields no segment at all.",
+        f"- AMI words: WER {_pct(wer_errors / wer_words)} ({wer_errors} of {wer_words}), cpWER "
+        f"{_pct(cp_errors / cp_words)} ({cp_errors} of {cp_words}; meeteval, each found speaker's "
+        "words against the reference speaker they map to, both normalized as for WER).",
+        f"- Cost of labelling, one BLAS thread: {cpu:.1f} CPU s for {audio_h * 3600:.0f} s of audio, "
+        f"{cpu / audio_h:.0f} CPU s per audio hour; peak RSS added by the labeller (weights 28 MB, "
+        f"activations of 4 windows) at most {added:.0f} MB.",
+        f"- **Projection for a Raspberry Pi 4, not measured**: at an assumed {PI_CORE_SPEED} of this "
+        f"core's speed, about {cpu / audio_h / PI_CORE_SPEED / 60:.0f} CPU minutes per audio hour "
+        "on one Cortex-A72 core.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse arguments, measure, write the section."""
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.speakers", description=__doc__)
+    parser.add_argument(
+        "--output", type=Path, default=Path("docs/benchmarks.md"), help="report file"
+    )
+    parser.add_argument("--child", nargs=2, metavar=("AUDIO", "JSON"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        print(json.dumps(_child(Path(args.child[0]), Path(args.child[1]))))
+        return 0
+    model = default_model("speakers")
+    if model is None:
+        return 2
+    machine = describe(ROOT)
+    rows = measure(model)
+    command = command_line("benchmarks.speakers", argv)
+    report_sections.write(args.output, render_section(rows, machine, command, model.name))
+    print(f"bench speakers: wrote the speaker-turns section of {args.output}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
