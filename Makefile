@@ -72,7 +72,7 @@ bench: model
 	$(BIN)/python -m benchmarks.api --output docs/benchmarks.md
 
 clean:
-	rm -rf $(VENV) $(STAMPS) .demo models/*.bin models/*.json models/*.onnx models/*.onnx.LICENSE
+	rm -rf $(VENV) $(STAMPS) .demo models/*.bin models/*.json models/*.onnx models/*.onnx.LICENSE models/*.npz models/*.npz.LICENSE
 
 # The appliance as a systemd service: deploy/install.sh and deploy/uninstall.sh read DESTDIR,
 # PREFIX, APT, BUILD_WHISPER, GPIO, SYSTEMD, PURGE (see their headers) from the command line.

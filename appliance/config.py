@@ -4,70 +4,54 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import re
 import tomllib
-import zoneinfo
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from appliance import languages
-from appliance.addresses import address_problem
-from appliance.errors import ApplianceError
+from appliance.config_values import (
+    MAX_TERM,
+    MAX_TERMS,
+    ConfigError,
+    check,
+    printable,
+    setting,
+    shown,
+    toml_value,
+)
 
 DEFAULT_PATH = Path("/etc/meeting-appliance/config.toml")
 ENV_PATH = "MEETING_APPLIANCE_CONFIG"
 _MASK = "********"
-_DOMAIN = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?$")
-
-
-# Whisper's prompt holds at most 224 tokens; 40 terms of 40 characters stay well inside it.
-_MAX_TERMS = 40
-_MAX_TERM = 40
-
-
-class ConfigError(ApplianceError, ValueError):
-    """The config file is unreadable or a key in it has a value we do not accept."""
-
-
-def _spec(doc: str, **rules: Any) -> Any:
-    """A field's documentation and checks (choices, min, max, kind) kept beside its default."""
-    return {"doc": doc, **rules}
-
-
-def _field(default: Any, doc: str, **rules: Any) -> Any:
-    if isinstance(default, (list, tuple)):
-        return field(default_factory=lambda: tuple(default), metadata=_spec(doc, **rules))
-    return field(default=default, metadata=_spec(doc, **rules))
 
 
 @dataclass(frozen=True)
 class RoomConfig:
     """The room the appliance stands in."""
 
-    name: str = _field("Meeting room", "Room name shown in the email.")
-    language: str = _field(
+    name: str = setting("Meeting room", "Room name shown in the email.")
+    language: str = setting(
         "en", 'Spoken language (ISO 639-1), or "auto" to detect per meeting.', kind="language"
     )
-    default_participants: tuple[str, ...] = _field(
+    default_participants: tuple[str, ...] = setting(
         (),
         "Who gets the transcript when neither `start --to` nor the calendar names anyone.",
         kind="addresses",
     )
-    calendar: str = _field("", "iCalendar file path or http(s) URL on the LAN; empty for none.")
-    timezone: str = _field(
+    calendar: str = setting("", "iCalendar file path or http(s) URL on the LAN; empty for none.")
+    timezone: str = setting(
         "",
         "IANA time zone for dates in the email (e.g. Europe/Stockholm); empty for the system's.",
         kind="timezone",
     )
-    vocabulary: tuple[str, ...] = _field(
+    vocabulary: tuple[str, ...] = setting(
         (),
         "Names and terms said in this room, given to the "
         "model as its prompt so it spells them right "
-        f"(at most {_MAX_TERMS} of {_MAX_TERM} characters).",
+        f"(at most {MAX_TERMS} of {MAX_TERM} characters).",
         kind="term",
-        max_items=_MAX_TERMS,
+        max_items=MAX_TERMS,
     )
 
 
@@ -75,10 +59,10 @@ class RoomConfig:
 class AudioConfig:
     """The microphone."""
 
-    device: str = _field(
+    device: str = setting(
         "", "Capture device name (or part of it) or index; empty for the system default."
     )
-    samplerate: int = _field(
+    samplerate: int = setting(
         0,
         "Rate to open the device at, Hz; 0 for its default rate. 16000 "
         "skips a resampling step where the device or sound server "
@@ -86,7 +70,7 @@ class AudioConfig:
         min=0,
         max=192000,
     )
-    retry_max_s: float = _field(
+    retry_max_s: float = setting(
         30.0,
         "Longest wait between attempts to reopen a lost microphone, seconds.",
         min=1.0,
@@ -98,21 +82,21 @@ class AudioConfig:
 class VadConfig:
     """The voice-activity detector (Silero VAD) that cuts audio into speech segments."""
 
-    threshold: float = _field(
+    threshold: float = setting(
         0.35,
         "Speech probability that opens a segment, 0 to 1; lower "
         "keeps more (Whisper still drops what it hears as silence).",
         min=0.05,
         max=0.95,
     )
-    pad_ms: int = _field(400, "Audio kept before and after speech, milliseconds.", min=0, max=2000)
-    min_silence_ms: int = _field(
+    pad_ms: int = setting(400, "Audio kept before and after speech, milliseconds.", min=0, max=2000)
+    min_silence_ms: int = setting(
         2000,
         "Pause that ends a segment, milliseconds; shorter pauses stay inside it.",
         min=100,
         max=10000,
     )
-    min_speech_ms: int = _field(
+    min_speech_ms: int = setting(
         250,
         "Speech a segment needs, milliseconds; shorter sounds are dropped as clicks.",
         min=0,
@@ -120,7 +104,7 @@ class VadConfig:
     )
     # 30 s: Whisper's window (appliance.engine.windows.WINDOW_S); not imported, so reading the config
     # loads no numpy.
-    max_segment_s: float = _field(
+    max_segment_s: float = setting(
         30.0, "Longest segment, seconds (a window holds 30 s).", min=5.0, max=30.0
     )
 
@@ -129,7 +113,7 @@ class VadConfig:
 class TranscriberConfig:
     """The whisper.cpp engine."""
 
-    model: str = _field(
+    model: str = setting(
         "tiny.en",
         "Model name (installed with `appliance models install`), "
         "NAME-QUANT, or a path to a ggml .bin file.",
@@ -138,20 +122,20 @@ class TranscriberConfig:
     # (`python -m benchmarks.daemon --minutes 20`, once with each, 30 s windows); both kept up
     # live. With windows of 512 to 1280 encoder positions, q5_1 peaked at 188.8 MB over an
     # hour (docs/benchmarks.md); with every window at 1500 positions it is not re-measured yet.
-    quant: str = _field("q5_1", "Quantization used when `model` is a bare name.")
-    models_dir: str = _field(
+    quant: str = setting("q5_1", "Quantization used when `model` is a bare name.")
+    models_dir: str = setting(
         "", "Folder of installed models; empty for the default (/var/lib/meeting-appliance/models)."
     )
-    workers: int = _field(1, "Decoding workers fed from one queue.", min=1, max=8)
-    beam_size: int = _field(
+    workers: int = setting(1, "Decoding workers fed from one queue.", min=1, max=8)
+    beam_size: int = setting(
         1,
         'Beam search width; 1 decodes greedily (README, "The front '
         'end": what a wider beam costs and gains).',
         min=1,
         max=8,
     )
-    threads: int = _field(2, "Threads per worker.", min=1, max=64)
-    queue_segments: int = _field(
+    threads: int = setting(2, "Threads per worker.", min=1, max=64)
+    queue_segments: int = setting(
         8, "Segments waiting in memory before the rest wait on disk.", min=1, max=1000
     )
 
@@ -160,8 +144,10 @@ class TranscriberConfig:
 class SpeakersConfig:
     """Speaker turns: who said what, labelled "Speaker 1".."Speaker N" in every transcript."""
 
-    enabled: bool = _field(True, "Label speaker turns (needs `appliance models install speakers`).")
-    max_speakers: int = _field(
+    enabled: bool = setting(
+        True, "Label speaker turns (needs `appliance models install speakers`)."
+    )
+    max_speakers: int = setting(
         8,
         "Most speakers one meeting is split into; fewer are found when fewer talk.",
         min=1,
@@ -173,30 +159,30 @@ class SpeakersConfig:
 class SmtpConfig:
     """The mail server transcripts go out through; no host means a local Maildir."""
 
-    host: str = _field("", "SMTP server; empty to deliver into state_dir/maildir instead.")
-    port: int = _field(587, "SMTP port.", min=1, max=65535)
-    security: str = _field("starttls", "Connection security.", choices=("starttls", "tls", "none"))
-    username: str = _field("", "AUTH user name; empty for no AUTH.")
-    password_file: str = _field(
+    host: str = setting("", "SMTP server; empty to deliver into state_dir/maildir instead.")
+    port: int = setting(587, "SMTP port.", min=1, max=65535)
+    security: str = setting("starttls", "Connection security.", choices=("starttls", "tls", "none"))
+    username: str = setting("", "AUTH user name; empty for no AUTH.")
+    password_file: str = setting(
         "",
         "File holding the AUTH password (or a systemd credential "
         "name under $CREDENTIALS_DIRECTORY).",
         secret=True,
     )
-    from_: str = _field(
+    from_: str = setting(
         "meeting-appliance@localhost", "Sender address.", key="from", kind="address"
     )
-    timeout_s: float = _field(60.0, "Deadline for one message, seconds.", min=1.0, max=3600.0)
+    timeout_s: float = setting(60.0, "Deadline for one message, seconds.", min=1.0, max=3600.0)
 
 
 @dataclass(frozen=True)
 class DeliveryConfig:
     """Who may receive transcripts and how long to keep trying."""
 
-    allowed_domains: tuple[str, ...] = _field(
+    allowed_domains: tuple[str, ...] = setting(
         (), "Only these recipient domains get mail; empty allows all.", kind="domains"
     )
-    give_up_days: float = _field(
+    give_up_days: float = setting(
         5.0, "Stop retrying a recipient after this many days.", min=0.01, max=365.0
     )
 
@@ -205,17 +191,17 @@ class DeliveryConfig:
 class StorageConfig:
     """Where the appliance keeps its state and for how long."""
 
-    state_dir: str = _field(
+    state_dir: str = setting(
         "/var/lib/meeting-appliance", "Meetings database, audio spool, outbox and Maildir."
     )
-    keep_audio_days: float = _field(
+    keep_audio_days: float = setting(
         0.0, "Days to keep a meeting's audio after its transcript is final.", min=0.0, max=3650.0
     )
-    keep_transcripts_days: float = _field(
+    keep_transcripts_days: float = setting(
         7.0, "Days to keep a transcript once everyone has it.", min=0.0, max=3650.0
     )
     # 500 MB: a meeting's audio takes 115 MB an hour (PCM16 at 16 kHz), so four hours fit.
-    min_free_mb: int = _field(
+    min_free_mb: int = setting(
         500,
         "Free space state_dir needs for a meeting to start, MB; while recording, audio stops "
         "being kept once half of it is left (the rest is for the database and the email).",
@@ -228,16 +214,16 @@ class StorageConfig:
 class ControlConfig:
     """The local control socket the `appliance` commands talk to."""
 
-    socket: str = _field("/run/meeting-appliance/control.sock", "Unix socket path (mode 0660).")
+    socket: str = setting("/run/meeting-appliance/control.sock", "Unix socket path (mode 0660).")
 
 
 @dataclass(frozen=True)
 class ButtonConfig:
     """The start/stop button and its LED (BCM pin numbers; -1 for none)."""
 
-    pin: int = _field(-1, "Button GPIO (BCM); -1 for no button.", min=-1, max=53)
-    led_pin: int = _field(-1, "LED GPIO (BCM); -1 for no LED.", min=-1, max=53)
-    hold_s: float = _field(
+    pin: int = setting(-1, "Button GPIO (BCM); -1 for no button.", min=-1, max=53)
+    led_pin: int = setting(-1, "LED GPIO (BCM); -1 for no LED.", min=-1, max=53)
+    hold_s: float = setting(
         3.0, "Holding the button this long cancels the meeting, seconds.", min=0.5, max=30.0
     )
 
@@ -246,23 +232,25 @@ class ButtonConfig:
 class WebConfig:
     """The HTTP API on the office network (README, "The HTTP API"); off unless listen is set."""
 
-    listen: str = _field(
+    listen: str = setting(
         "",
         'HOST:PORT to serve the API on, e.g. "0.0.0.0:8080"; empty for no server.',
         kind="listen",
     )
-    certificate: str = _field(
+    certificate: str = setting(
         "", "PEM certificate chain file; with `key`, the API is served over TLS (https)."
     )
-    key: str = _field("", "PEM private key file of the certificate (readable by the service only).")
-    keep_hours: float = _field(
+    key: str = setting(
+        "", "PEM private key file of the certificate (readable by the service only)."
+    )
+    keep_hours: float = setting(
         24.0,
         "Hours a finished transcription is kept for those who have not fetched it yet.",
         min=0.01,
         max=8760.0,
     )
-    max_upload_mb: int = _field(200, "Largest request body accepted, megabytes.", min=1, max=4096)
-    max_queue: int = _field(
+    max_upload_mb: int = setting(200, "Largest request body accepted, megabytes.", min=1, max=4096)
+    max_queue: int = setting(
         20, "Transcriptions waiting or running before new ones get 429.", min=1, max=10000
     )
 
@@ -342,17 +330,6 @@ def _key(item: dataclasses.Field) -> str:
     return item.metadata.get("key", item.name)
 
 
-def toml_value(value: Any) -> str:
-    """A value as TOML: booleans, numbers, strings and lists of them."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(toml_value(v) for v in value) + "]"
-    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
 def default_path() -> Path:
     """$MEETING_APPLIANCE_CONFIG when set, else /etc/meeting-appliance/config.toml."""
     return Path(os.environ.get(ENV_PATH) or DEFAULT_PATH)
@@ -386,10 +363,10 @@ def parse(data: Mapping[str, Any], source: str = "config") -> Config:
     for name, table in data.items():
         if name not in sections:
             raise ConfigError(
-                f"{source}: unknown section [{_name(name)}] (known: {', '.join(sections)})"
+                f"{source}: unknown section [{printable(name)}] (known: {', '.join(sections)})"
             )
         if not isinstance(table, dict):
-            raise ConfigError(f"{source}: [{name}] must be a table, got {_shown(table)}")
+            raise ConfigError(f"{source}: [{name}] must be a table, got {shown(table)}")
         built[name] = _section(sections[name].default_factory, table, f"{source}: {name}")
     return Config(**built, source=source)
 
@@ -400,96 +377,9 @@ def _section(cls: type, table: Mapping[str, Any], where: str) -> Any:
     for key, value in table.items():
         item = fields.get(key)
         if item is None:
-            raise ConfigError(f"{where}.{_name(key)}: unknown key (known: {', '.join(fields)})")
-        values[item.name] = _check(item, value, f"{where}.{key}")
+            raise ConfigError(f"{where}.{printable(key)}: unknown key (known: {', '.join(fields)})")
+        values[item.name] = check(item, value, f"{where}.{key}")
     return cls(**values)
-
-
-def _check(item: dataclasses.Field, value: Any, where: str) -> Any:
-    """One value against its field's type and rules; the cleaned value or ConfigError."""
-    rules = item.metadata
-    default = item.default if item.default is not dataclasses.MISSING else item.default_factory()
-    kind = rules.get("kind")
-    if isinstance(default, tuple):
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise ConfigError(f"{where}: expected a list of strings, got {_shown(value)}")
-        cleaned = tuple(v.strip() for v in value)
-        if len(cleaned) > rules.get("max_items", len(cleaned)):
-            raise ConfigError(f"{where}: {len(cleaned)} items, at most {rules['max_items']}")
-        for v in cleaned:
-            _check_text(v, kind, where)
-        return cleaned
-    if isinstance(default, bool) or isinstance(value, bool):
-        if isinstance(default, bool) and isinstance(value, bool):
-            return value
-        raise ConfigError(f"{where}: expected {_type_name(default)}, got {_shown(value)}")
-    if isinstance(default, int) and not isinstance(default, bool):
-        if not isinstance(value, int):
-            raise ConfigError(f"{where}: expected an integer, got {_shown(value)}")
-    elif isinstance(default, float):
-        if not isinstance(value, (int, float)) or value != value:
-            raise ConfigError(f"{where}: expected a number, got {_shown(value)}")
-        value = float(value)
-    elif isinstance(default, str):
-        if item.name == "device" and isinstance(value, int):
-            value = str(value)  # a device may be given by index
-        if not isinstance(value, str):
-            raise ConfigError(f"{where}: expected a string, got {_shown(value)}")
-        if "\x00" in value:
-            raise ConfigError(f"{where}: contains a NUL character")
-        _check_text(value, kind, where)
-    low, high = rules.get("min"), rules.get("max")
-    if low is not None and not low <= value <= high:
-        raise ConfigError(f"{where}: {value!r} is out of range ({low} to {high})")
-    choices = rules.get("choices")
-    if choices and value not in choices:
-        raise ConfigError(f"{where}: {value!r} is not one of {', '.join(choices)}")
-    return value
-
-
-def _check_text(value: str, kind: str | None, where: str) -> None:
-    if kind == "term" and not (0 < len(value) <= _MAX_TERM and value.isprintable()):
-        raise ConfigError(
-            f"{where}: {value!r} is not a term of 1 to {_MAX_TERM} printable characters"
-        )
-    if kind in ("address", "addresses") and (problem := address_problem(value)):
-        raise ConfigError(f"{where}: {value!r} is not an email address we can send to: {problem}")
-    if kind == "domains" and not _DOMAIN.match(value):
-        raise ConfigError(f"{where}: {value!r} is not a domain name")
-    if kind == "timezone" and value and not _is_zone(value):
-        raise ConfigError(f'{where}: {value!r} is not an IANA time zone like "Europe/Stockholm"')
-    if kind == "listen" and value and not _is_listen(value):
-        raise ConfigError(f'{where}: {value!r} is not HOST:PORT like "0.0.0.0:8080"')
-    if kind == "language" and not languages.known(value):
-        raise ConfigError(f'{where}: {value!r} is not a language code like "en" or "auto"')
-
-
-def _is_listen(value: str) -> bool:
-    host, _, port = value.rpartition(":")
-    return bool(host) and port.isdigit() and 0 < int(port) < 65536
-
-
-def _is_zone(name: str) -> bool:
-    try:
-        zoneinfo.ZoneInfo(name)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):  # "America" is a folder
-        return False
-    return True
-
-
-def _name(name: str) -> str:
-    """A section or key name as typed, quoted when it holds a line break or other control."""
-    return name if name.isprintable() else repr(name)
-
-
-def _type_name(default: Any) -> str:
-    names = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
-    return names.get(type(default), "a value")
-
-
-def _shown(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def describe() -> list[tuple[str, str, Any, str, dict[str, Any]]]:

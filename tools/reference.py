@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from appliance import config
-from appliance.config import toml_value
+from appliance.config_values import toml_value
 
 MARKDOWN = Path("docs/configuration.md")
 EXAMPLE = Path("deploy/config.example.toml")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -107,6 +107,7 @@ class Recording:
         spool: Spool | None = None,
         offset_s: float = 0.0,
         queue_segments: int = 8,
+        on_speech: Callable[[np.ndarray, float], None] | None = None,
     ) -> None:
         self.meeting = meeting
         self.db = db
@@ -117,6 +118,9 @@ class Recording:
         self.spool = spool
         self.offset_s = offset_s  # where in the meeting this source's first sample lies
         self.queue_segments = queue_segments
+        # Each speech segment as it is found (samples, meeting time), on a worker thread: the
+        # speaker embeddings are computed while the meeting runs, not after it.
+        self.on_speech = on_speech
         self.language = None if meeting.language == "auto" else meeting.language
         self._language_stored = self.language is not None
         self.audio_s = offset_s
@@ -178,11 +182,11 @@ class Recording:
                         continue
                 self.audio_s += len(item) / _BYTES_PER_S
                 # Scoring speech is ONNX inference: off the loop, like every other blocking call.
-                for segment in await asyncio.to_thread(self.segmenter.push, item):
+                for segment in await asyncio.to_thread(self._segment, item):
                     self._queue(segment)
                 if self._pending:
                     self._wake.set()  # the worker checks whether the oldest has waited enough
-            for segment in self.segmenter.flush():
+            for segment in await asyncio.to_thread(self._segment, None):
                 self._queue(segment)
         finally:
             self.capturing = False
@@ -194,6 +198,14 @@ class Recording:
             self.db.set_audio(self.meeting.id, self.audio_s)
             self.db.set_state(self.meeting.id, FINISHING)
             self._wake.set()
+
+    def _segment(self, pcm: bytes | None) -> list[SpeechSegment]:
+        """The speech segments this chunk completes (None: the end), each shown to on_speech."""
+        segments = self.segmenter.flush() if pcm is None else self.segmenter.push(pcm)
+        if self.on_speech is not None:
+            for segment in segments:
+                self.on_speech(segment.samples, segment.start_s + self.offset_s)
+        return segments
 
     def _queue(self, segment: SpeechSegment) -> None:
         """Hand a segment to the transcriber; past the memory bound, keep only its times."""

@@ -25,6 +25,7 @@ from appliance.service.button import Panel, led_for
 from appliance.service.control import ControlServer, handler_for
 from appliance.service.meetings import Meetings
 from appliance.service.notify import Notifier
+from appliance.service.speaker_turns import load_labeller
 from appliance.service.web import serve as serve_web
 from appliance.store import Database
 
@@ -108,6 +109,7 @@ class Daemon:
         if self.engine is None:
             self.engine = await asyncio.to_thread(load_engine, self.config)
         self.meetings.engine = self.engine
+        self.meetings.labeller = await asyncio.to_thread(load_labeller, self.config)
         server = ControlServer(self.config.socket, handler_for(self.meetings))
         await server.start()
         self.panel = Panel(self.config.button, loop, self._press, self._hold, self._pin_factory)

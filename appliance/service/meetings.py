@@ -15,6 +15,7 @@ from appliance import languages
 from appliance.addresses import address_problem
 from appliance.config import Config
 from appliance.delivery.outbox import Outbox
+from appliance.engine.speakers import SpeakerLabeller
 from appliance.errors import UsageError
 from appliance.recording import spool as spool_file
 from appliance.recording.capture import FileSource, MicrophoneSource, upload
@@ -22,6 +23,7 @@ from appliance.recording.meeting import Engine, Recording
 from appliance.recording.segmenter import Segmenter
 from appliance.recording.spool import DiskFullError, Spool
 from appliance.service import faults, recovery
+from appliance.service.speaker_turns import MeetingSpeakers
 from appliance.store import (
     DELIVERING,
     DONE,
@@ -63,6 +65,8 @@ class Meetings:
         self.db = db
         self.outbox = outbox
         self.engine: Engine | None = None  # set by the daemon once the model is loaded
+        self.labeller: SpeakerLabeller | None = None  # set by the daemon with [speakers] on
+        self._speakers: dict[int, MeetingSpeakers] = {}
         self.model = model
         self.new_segmenter = new_segmenter
         self._on_change = on_change
@@ -215,6 +219,9 @@ class Meetings:
         except Exception:
             self.db.delete(meeting.id)
             raise
+        speakers = None
+        if self.labeller is not None:
+            speakers = self._speakers[meeting.id] = MeetingSpeakers(self.labeller, meeting.id)
         self.current = Recording(
             meeting,
             self.db,
@@ -224,6 +231,7 @@ class Meetings:
             path,
             spool,
             queue_segments=self.config.transcriber.queue_segments,
+            on_speech=speakers.add if speakers else None,
         )
         self._current_task = self.track(self._record(self.current))
         _LOGGER.info("meeting %d started (%s)", meeting.id, meeting.source)
@@ -259,6 +267,8 @@ class Meetings:
         finally:
             if self.current is recording:
                 self.current = None
+        if speakers := self._speakers.pop(meeting_id, None):
+            await asyncio.to_thread(speakers.label, self.db)
         await self.deliver(meeting_id)
 
     def note_failure(self, meeting_id: int, audio_s: float, reason: str) -> None:
@@ -328,6 +338,7 @@ class Meetings:
             await self._current_task
         self.current = None
         self.spool_path(recording.meeting.id).unlink(missing_ok=True)
+        self._speakers.pop(recording.meeting.id, None)
         self.db.delete(recording.meeting.id)
         _LOGGER.info("meeting %d cancelled and discarded", recording.meeting.id)
         self._on_change(False)
