@@ -156,7 +156,8 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
     from appliance.recording.segmenter import Segmenter
 
     config = Config(**spec["config"])
-    clips = read_manifest(Path(spec["manifest"]), language="en")
+    sets = set(spec["sets"]) if spec.get("sets") else None
+    clips = read_manifest(Path(spec["manifest"]), sets=sets, language="en")
     audio = [load(clip.audio) for clip in clips]
     speech = [Segmenter().segments(samples) for samples in audio]
     audio_s = sum(samples.size for samples in audio) / SAMPLE_RATE
@@ -282,6 +283,9 @@ def parser() -> argparse.ArgumentParser:
         help=f"clips manifest; its English clips are decoded (default {MANIFEST})",
     )
     parser.add_argument(
+        "--sets", help="comma-separated set names of the manifest to decode (default: all)"
+    )
+    parser.add_argument(
         "--output",
         metavar="FILE.md",
         help=f"replace or append the '{SECTION[3:]}' section of FILE.md (e.g. docs/benchmarks.md)",
@@ -299,7 +303,9 @@ def parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _rounds(model: Path, manifest: Path, repeat: int) -> list[list[dict[str, Any]]]:
+def _rounds(
+    model: Path, manifest: Path, sets: list[str] | None, repeat: int
+) -> list[list[dict[str, Any]]]:
     """Every configuration of one model, each in a fresh process, round after round."""
     rounds: list[list[dict[str, Any]]] = []
     for round_ in range(1, repeat + 1):
@@ -310,7 +316,12 @@ def _rounds(model: Path, manifest: Path, repeat: int) -> list[list[dict[str, Any
                 file=sys.stderr,
                 flush=True,
             )
-            spec = {"config": asdict(config), "model": str(model), "manifest": str(manifest)}
+            spec = {
+                "config": asdict(config),
+                "model": str(model),
+                "manifest": str(manifest),
+                "sets": sets,
+            }
             r = _run_child(spec)
             print(
                 f"bench parallel: {model.name} {config.name}: {r['throughput']:.1f} audio s/s, "
@@ -337,7 +348,8 @@ def run(args: argparse.Namespace) -> int:
     machine = _machine()
     runs = []
     for model in models:
-        rounds = _rounds(model, manifest, args.repeat)
+        sets = args.sets.split(",") if args.sets else None
+        rounds = _rounds(model, manifest, sets, args.repeat)
         # The quietest round (least CPU taken by other processes during its worst run) is
         # reported, so its configurations compare fairly.
         results = min(rounds, key=lambda runs: max(r["others_cores"] for r in runs))

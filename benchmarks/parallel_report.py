@@ -53,8 +53,8 @@ def outputs(results: list[dict]) -> str:
         return (
             "no two configurations give every window the same threads (workers x threads for a "
             "file of one window, threads for a longer file's), so their transcripts are not "
-            "compared; they differ where the threads do: whisper.cpp's results depend on its "
-            "thread count, not on the workers "
+            "compared (whisper.cpp's results can depend on its thread count, not on the "
+            "workers) "
             f"(sha256 over all clips: {digests})."
         )
     return (
