@@ -307,7 +307,9 @@ def test_a_multilingual_model_reports_the_language_it_detected(base_installed) -
     assert english.language == "en"
 
 
-@pytest.mark.parametrize(("language", "message"), [("sv", "English-only"), ("xx", "English-only")])
+@pytest.mark.parametrize(
+    ("language", "message"), [("sv", "English-only"), ("xx", "not a language Whisper knows")]
+)
 def test_english_only_model_refuses_other_languages(tiny_en_installed, language, message) -> None:
     with pytest.raises(UsageError, match=message):
         Transcriber(tiny_en_installed["f16"], DecodeOptions(language=language))

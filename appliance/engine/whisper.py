@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from appliance import languages
 from appliance.engine.decoding import Decoded, DecodeOptions, decoded_segments
 from appliance.engine.windows import set_window_params
 from appliance.errors import CorruptModelError, UsageError
@@ -53,12 +54,8 @@ def _binding() -> Any:
 def checked_language(model_path: Path, multilingual: bool, language: str | None) -> str:
     """The language code to decode with: English for .en models, else given or detected."""
     language = language or ("auto" if multilingual else "en")
-    if not multilingual and language != "en":
-        raise UsageError(
-            f"{model_path.name} is English-only; language {language!r} needs base or small"
-        )
-    if language != "auto" and _binding().whisper_lang_id(language) < 0:
-        raise UsageError(f"unknown language code {language!r}")
+    if problem := languages.refusal(language, model_path.name, multilingual):
+        raise UsageError(f"language {language!r}: {problem}")
     return language
 
 
