@@ -24,9 +24,10 @@ _LOGGER = logging.getLogger(__name__)
 _REQUIRED = ("audio", "text", "language", "set")
 # Corpus annotations such as <cutoff-montreal>, <unk> or [laughter] are not spoken words.
 _TAGS = re.compile(r"<[^>]*>|\[[^\]]*\]")
-# A speaker label opening a line of a reference ("ES2011a.Headset-1: ..."): a single token with
-# a digit in it, then a colon; it annotates who spoke and is not spoken itself.
-_SPEAKER = re.compile(r"^\s*[\w.-]*\d[\w.-]*:\s", re.MULTILINE)
+# A speaker label opening a line ("ES2011a.Headset-1: ..." in a reference, "Speaker 2: ..." in
+# our own transcripts): a token with a digit in it, or "Speaker N", then a colon; it annotates
+# who spoke and is not spoken itself.
+_SPEAKER = re.compile(r"^\s*(?:[\w.-]*\d[\w.-]*|Speaker \d+):\s", re.MULTILINE)
 _ENGLISH = EnglishTextNormalizer()
 _BASIC = BasicTextNormalizer()
 

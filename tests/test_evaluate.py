@@ -57,6 +57,7 @@ def _clip(text: str, language: str = "en", dataset: str = "hand", **kwargs: bool
             "i am abigail call me",
         ),
         ("SPEAKER_01: yes", "en", "yes"),
+        ("Speaker 1: yes we can\n\nSpeaker 12: no", "en", "yes we can no"),
         ("Note: two things", "en", "note 2 things"),
     ],
 )
