@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -20,13 +19,12 @@ import numpy as np
 import soundfile
 
 from appliance.recording import audio
-from benchmarks import report_sections
+from benchmarks import proc, report_sections
 from benchmarks.machine import command_line, describe
 
 _ROOT = Path(__file__).resolve().parent.parent
 MEETING = _ROOT / "tests" / "data" / "meetings" / "dev-meeting-01.flac"
 _APPLIANCE = [sys.executable, "-m", "appliance"]
-_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def _say(text: str) -> None:
@@ -46,15 +44,7 @@ def _hour_file(directory: Path, minutes: float) -> Path:
 
 def _proc(pid: int) -> tuple[int, int, float]:
     """(VmRSS kB, VmHWM kB, CPU seconds) of a process."""
-    status = Path(f"/proc/{pid}/status").read_text()
-    fields = {
-        line.split(":")[0]: line.split()[1]
-        for line in status.splitlines()
-        if line.startswith(("VmRSS", "VmHWM"))
-    }
-    stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    cpu_s = (int(stat[11]) + int(stat[12])) / _TICKS
-    return int(fields["VmRSS"]), int(fields["VmHWM"]), cpu_s
+    return proc.status_kib("VmRSS", pid), proc.status_kib("VmHWM", pid), proc.cpu_s(pid)
 
 
 def _cli(config: Path, *args: str) -> str:

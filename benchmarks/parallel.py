@@ -26,7 +26,7 @@ from statistics import median
 from typing import Any
 
 from appliance.errors import UsageError
-from benchmarks import report_sections
+from benchmarks import proc, report_sections
 from benchmarks.parallel_report import BUSY, SAMPLE_S, SECTION, render
 
 MANIFEST = Path("tests/data/speech/manifest.jsonl")
@@ -49,13 +49,6 @@ MODELS = ("tiny.en-q8_0", "base-q8_0")
 
 
 # ---------------------------------------------------------------- the child process
-
-
-def _status_kib(key: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(f"{key}:"):
-            return int(line.split()[1])
-    raise RuntimeError(f"no {key} in /proc/self/status")
 
 
 def _cpu_ticks() -> dict[int, int]:
@@ -161,7 +154,9 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
     audio = [load(clip.audio) for clip in clips]
     speech = [Segmenter().segments(samples) for samples in audio]
     audio_s = sum(samples.size for samples in audio) / SAMPLE_RATE
-    baseline_kib = _status_kib("VmRSS")  # interpreter, libraries and the clips, before the model
+    baseline_kib = proc.status_kib(
+        "VmRSS"
+    )  # interpreter, libraries and the clips, before the model
 
     decoded: list[Timing] = []
     started = time.perf_counter()
@@ -173,7 +168,7 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
     )
     load_s = time.perf_counter() - started
     with transcriber:
-        loaded_kib = _status_kib("VmRSS")
+        loaded_kib = proc.status_kib("VmRSS")
         # One window per worker at once, so every context has run before the clock starts.
         first = next(s for s in speech if s)
         warm = [transcriber.submit(first[0].samples) for _ in range(config.workers)]
@@ -185,7 +180,7 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
             # As `appliance transcribe --workers N` runs a batch: N clips at a time.
             results = list(clips_side_by_side.map(transcriber.transcribe, speech))
             wall_s = time.perf_counter() - started
-    peak_kib = _status_kib("VmHWM")
+    peak_kib = proc.status_kib("VmHWM")
     text = json.dumps([[[s.start_s, s.end_s, s.text] for s in r.segments] for r in results])
     latencies = sorted(d.finished - d.started for d in decoded)
     return {

@@ -28,7 +28,7 @@ from appliance.models import silero
 from appliance.recording.audio import load
 from appliance.recording.segmenter import Segmenter
 from appliance.transcript import from_json, render
-from benchmarks import report_sections
+from benchmarks import proc, report_sections
 from benchmarks.configs import MANIFEST, MEETINGS, ROOT, default_model
 from benchmarks.machine import command_line, describe
 
@@ -41,21 +41,13 @@ AMI = sorted((DATA / "speech" / "ami_meetings").glob("*.flac"))
 PI_CORE_SPEED = 0.2
 
 
-def _status_kib(field: str) -> int:
-    """A memory figure of this process from /proc/self/status, KiB."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(f"{field}:"):
-            return int(line.split()[1])
-    raise RuntimeError(f"no {field} in /proc/self/status")
-
-
 def _child(audio: Path, transcript_json: Path) -> dict:
     """Label one transcribed file and say what it cost (run in a fresh process)."""
     samples = load(audio)
     transcript = from_json(transcript_json.read_text())
     # Decoding the file peaked higher than labelling may: reset the peak (Linux >= 4.0).
     Path("/proc/self/clear_refs").write_text("5")
-    before_kib = _status_kib("VmRSS")
+    before_kib = proc.status_kib("VmRSS")
     cpu, wall = time.process_time(), time.perf_counter()
     labeller = open_labeller(ROOT / "models", 8)
     if labeller is None:
@@ -64,7 +56,7 @@ def _child(audio: Path, transcript_json: Path) -> dict:
     return {
         "cpu_s": time.process_time() - cpu,
         "wall_s": time.perf_counter() - wall,
-        "added_mb": (_status_kib("VmHWM") - before_kib) / 1024,
+        "added_mb": (proc.status_kib("VmHWM") - before_kib) / 1024,
         "audio_s": len(samples) / 16000,
         "transcript": render(labelled, "json"),
     }

@@ -16,21 +16,9 @@ import jiwer
 import soundfile
 
 from appliance.evaluate import Clip, evaluate, normalize, read_manifest
-from benchmarks import configs
+from benchmarks import configs, proc
 
 Measures = dict[str, Any]
-
-
-def _rss_kib() -> int:
-    """This process's peak resident set so far (VmHWM, KiB).
-
-    Not ru_maxrss: Linux carries that high-water mark across fork and exec, so a worker would
-    report its parent's peak (the parent converts models, 400+ MB) instead of its own.
-    """
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1])
-    raise RuntimeError("no VmHWM in /proc/self/status")
 
 
 def _say(config: str, text: str) -> None:
@@ -130,7 +118,7 @@ def measure(args: argparse.Namespace, out: Measures) -> None:
         multilingual, clip_text, meetings = _faster_whisper(
             Path(args.path), args.quant, args.threads, out
         )
-    out["rss_after_load_kib"] = _rss_kib()
+    out["rss_after_load_kib"] = proc.status_kib("VmHWM")
     _say(config, f"loaded in {out['load_s']:.2f} s, {out['file_bytes'] / 1e6:.0f} MB file")
 
     sets = set(args.sets.split(",")) if args.sets else None
@@ -154,7 +142,7 @@ def measure(args: argparse.Namespace, out: Measures) -> None:
             f"meeting ({mode}) {row['seconds']:.1f} s, RTF {row['rtf']:.3f}, "
             f"WER {100 * row['wer']:.1f}%",
         )
-    out["self_peak_rss_kib"] = _rss_kib()
+    out["self_peak_rss_kib"] = proc.status_kib("VmHWM")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
