@@ -45,10 +45,13 @@ def _ours(pattern: str) -> list[Path]:
     return found
 
 
-@pytest.mark.parametrize(
-    "path", sorted((PACKAGE / "recording").rglob("*.py")), ids=lambda p: p.name
-)
-def test_the_recording_stage_never_imports_the_engine(path: Path) -> None:
+_UPSTREAM = sorted((PACKAGE / "recording").rglob("*.py")) + [
+    PACKAGE / name for name in ("config.py", "config_values.py", "transcript.py")
+]
+
+
+@pytest.mark.parametrize("path", _UPSTREAM, ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_the_config_transcript_and_recording_never_import_the_engine(path: Path) -> None:
     package = path.relative_to(ROOT).parent.parts
     engine = _engine(_imports(path.read_text(encoding="utf-8"), package))
     assert engine == [], f"{path.relative_to(ROOT)} imports {engine}"
@@ -92,3 +95,12 @@ def test_no_struct_layout_is_copied_by_hand() -> None:
     assert copied == []
     assert _CTYPES_LAYOUT.search("    " + "_fields" + "_ = [")
     assert not _CTYPES_LAYOUT.search("self.__dataclass_fields__")
+
+
+@pytest.mark.parametrize("path", sorted((PACKAGE / "delivery").rglob("*.py")), ids=lambda p: p.name)
+def test_delivery_imports_no_later_or_parallel_stage(path: Path) -> None:
+    package = path.relative_to(ROOT).parent.parts
+    names = _imports(path.read_text(encoding="utf-8"), package)
+    stages = ("appliance.recording", "appliance.engine", "appliance.service")
+    found = sorted(n for n in names if n.startswith(stages))
+    assert found == [], f"{path.relative_to(ROOT)} imports {found}"
