@@ -13,7 +13,7 @@ def split(document: str) -> tuple[str, dict[str, str]]:
     starts = [m.start() for m in _HEADING.finditer(document)]
     head = document[: starts[0]] if starts else document
     sections = {}
-    for start, end in zip(starts, [*starts[1:], len(document)], strict=True):
+    for start, end in zip(starts, [*starts[1:], len(document)], strict=False):
         text = document[start:end]
         sections[text.split("\n", 1)[0]] = text.rstrip("\n") + "\n"
     return head, sections
