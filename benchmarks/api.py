@@ -29,12 +29,12 @@ import soundfile
 
 from appliance.evaluate import Clip, normalize, read_manifest
 from benchmarks import report_sections
+from benchmarks.appliance_cli import APPLIANCE, cli
 from benchmarks.machine import command_line, describe
 
 SECTION = "## HTTP API"
 _ROOT = Path(__file__).resolve().parent.parent
 MANIFEST = _ROOT / "tests" / "data" / "speech" / "manifest.jsonl"
-_APPLIANCE = [sys.executable, "-m", "appliance"]
 _POLL_S = 0.25  # a client looks this often, so a latency is at most this much late
 URL = "/api/v1/transcriptions"
 
@@ -49,28 +49,18 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-def _cli(config: Path, *args: str) -> str:
-    return subprocess.run(
-        [*_APPLIANCE, *args, "--config", str(config)],
-        check=True,
-        capture_output=True,
-        text=True,
-        timeout=3600,
-    ).stdout
-
-
 def _wer(clips: list[Clip], texts: list[str]) -> float:
     references = [normalize(c.text, c.language) for c in clips]
     hypotheses = [normalize(t, c.language) for c, t in zip(clips, texts, strict=True)]
     return jiwer.wer(references, hypotheses)
 
 
-def transcribe_cli(clips: list[Clip], args: argparse.Namespace) -> tuple[float, list[str]]:
+def transcribecli(clips: list[Clip], args: argparse.Namespace) -> tuple[float, list[str]]:
     """`appliance transcribe` on every clip in one process: wall time and the texts."""
     started = time.perf_counter()
     output = subprocess.run(
         [
-            *_APPLIANCE,
+            *APPLIANCE,
             "transcribe",
             *(str(c.audio) for c in clips),
             "--model",
@@ -139,9 +129,9 @@ def transcribe_api(clips: list[Clip], args: argparse.Namespace, scratch: Path) -
         f"workers = {args.workers}\nthreads = {args.threads}\n"
         f'[web]\nlisten = "127.0.0.1:{port}"\nmax_queue = {max(20, args.clients)}\n'
     )
-    token = _cli(config, "tokens", "add", "bench").strip()
+    token = cli(config, "tokens", "add", "bench").strip()
     log = open(scratch / "daemon.log", "wb")  # noqa: SIM115 (the daemon writes it until stopped)
-    daemon = subprocess.Popen([*_APPLIANCE, "run", "--config", str(config)], stdout=log, stderr=log)
+    daemon = subprocess.Popen([*APPLIANCE, "run", "--config", str(config)], stdout=log, stderr=log)
     base = f"http://127.0.0.1:{port}"
     try:
         while True:
@@ -213,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     audio_s = sum(soundfile.info(str(c.audio)).duration for c in clips)
     machine = describe(_ROOT)  # before the run: its load average is the other work's
     _say(f"{len(clips)} clips, {audio_s:.0f} s; appliance transcribe ...")
-    cli_s, cli_texts = transcribe_cli(clips, args)
+    cli_s, cli_texts = transcribecli(clips, args)
     _say(f"appliance transcribe: {cli_s:.1f} s; the API with {args.clients} clients ...")
     with tempfile.TemporaryDirectory(prefix="bench-api-") as scratch:
         api = transcribe_api(clips, args, Path(scratch))

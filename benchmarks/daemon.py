@@ -20,11 +20,11 @@ import soundfile
 
 from appliance.recording import audio
 from benchmarks import proc, report_sections
+from benchmarks.appliance_cli import APPLIANCE, cli
 from benchmarks.machine import command_line, describe
 
 _ROOT = Path(__file__).resolve().parent.parent
 MEETING = _ROOT / "tests" / "data" / "meetings" / "dev-meeting-01.flac"
-_APPLIANCE = [sys.executable, "-m", "appliance"]
 
 
 def _say(text: str) -> None:
@@ -47,16 +47,6 @@ def _proc(pid: int) -> tuple[int, int, float]:
     return proc.status_kib("VmRSS", pid), proc.status_kib("VmHWM", pid), proc.cpu_s(pid)
 
 
-def _cli(config: Path, *args: str) -> str:
-    return subprocess.run(
-        [*_APPLIANCE, *args, "--config", str(config)],
-        check=True,
-        capture_output=True,
-        text=True,
-        timeout=3600,
-    ).stdout
-
-
 def measure(minutes: float, speed: float, threads: int, scratch: Path) -> dict:
     """Run the daemon through one meeting and return what was measured."""
     wav = _hour_file(scratch, minutes)
@@ -67,16 +57,16 @@ def measure(minutes: float, speed: float, threads: int, scratch: Path) -> dict:
         f'"{scratch / "control.sock"}"\n[transcriber]\nthreads = {threads}\n'
     )
     log = open(scratch / "daemon.log", "wb")  # noqa: SIM115 (the daemon writes it until killed)
-    daemon = subprocess.Popen([*_APPLIANCE, "run", "--config", str(config)], stdout=log, stderr=log)
+    daemon = subprocess.Popen([*APPLIANCE, "run", "--config", str(config)], stdout=log, stderr=log)
     try:
         while subprocess.run(
-            [*_APPLIANCE, "status", "--config", str(config)], capture_output=True
+            [*APPLIANCE, "status", "--config", str(config)], capture_output=True
         ).returncode:
             if daemon.poll() is not None:
                 raise SystemExit((scratch / "daemon.log").read_text())
             time.sleep(0.3)
         idle_rss, _, cpu_before = _proc(daemon.pid)
-        _cli(
+        cli(
             config,
             "start",
             "--from-file",
@@ -91,7 +81,7 @@ def measure(minutes: float, speed: float, threads: int, scratch: Path) -> dict:
         backlog_max = 0.0
         said = started
         while True:
-            status = json.loads(_cli(config, "status", "--json"))
+            status = json.loads(cli(config, "status", "--json"))
             backlog_max = max(backlog_max, status["backlog_s"])
             if status["audio_s"] >= stop_at_s or status["state"] != "recording":
                 break
@@ -102,10 +92,10 @@ def measure(minutes: float, speed: float, threads: int, scratch: Path) -> dict:
         recorded_wall_s = time.monotonic() - started
         _, _, cpu_recording = _proc(daemon.pid)
         stopping = time.monotonic()
-        _cli(config, "stop", "--wait")
+        cli(config, "stop", "--wait")
         stop_to_final_s = time.monotonic() - stopping
         _, peak_kb, _ = _proc(daemon.pid)
-        meetings = json.loads(_cli(config, "meetings", "--json"))
+        meetings = json.loads(cli(config, "meetings", "--json"))
         daemon.terminate()
         daemon.wait(120)
     finally:

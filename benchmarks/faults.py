@@ -30,11 +30,11 @@ from aiosmtpd.controller import Controller
 
 from appliance.recording import spool
 from benchmarks import report_sections
+from benchmarks.appliance_cli import APPLIANCE
 from benchmarks.machine import command_line, describe
 
 _ROOT = Path(__file__).resolve().parent.parent
 MEETING = _ROOT / "tests" / "data" / "meetings" / "dev-meeting-01.flac"
-_APPLIANCE = [sys.executable, "-m", "appliance"]
 PHASES = ("recording", "finishing", "delivering", "mid-SMTP")
 
 
@@ -94,7 +94,7 @@ class _Daemon:
 
     def start(self) -> None:
         self.process = subprocess.Popen(
-            [*_APPLIANCE, "run", "--config", str(self.config)], stdout=self.log, stderr=self.log
+            [*APPLIANCE, "run", "--config", str(self.config)], stdout=self.log, stderr=self.log
         )
         self.until(lambda: self.cli("status", check=False).returncode == 0, 180, "ready")
 
@@ -110,7 +110,7 @@ class _Daemon:
 
     def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         done = subprocess.run(
-            [*_APPLIANCE, *args, "--config", str(self.config)],
+            [*APPLIANCE, *args, "--config", str(self.config)],
             capture_output=True,
             text=True,
             timeout=600,
