@@ -268,7 +268,11 @@ class Meetings:
             if self.current is recording:
                 self.current = None
         if speakers := self._speakers.pop(meeting_id, None):
-            await asyncio.to_thread(speakers.label, self.db)
+            # Clustering off the loop; the database only on it, like every other write.
+            transcript = self.db.transcript(meeting_id)
+            labelled = await asyncio.to_thread(speakers.label, transcript)
+            if labelled is not None:
+                self.db.label_segments(meeting_id, labelled.segments)
         await self.deliver(meeting_id)
 
     def note_failure(self, meeting_id: int, audio_s: float, reason: str) -> None:

@@ -9,7 +9,7 @@ import numpy as np
 from appliance import paths
 from appliance.config import Config
 from appliance.engine.speakers import SpeakerLabeller, SpeakerTrack, open_labeller
-from appliance.store import Database
+from appliance.transcript import Transcript
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -40,13 +40,12 @@ class MeetingSpeakers:
             self.failed = True
             _LOGGER.exception("meeting %d: speaker embeddings failed", self.meeting_id)
 
-    def label(self, db: Database) -> None:
-        """Replace the meeting's stored segments by the same ones labelled by speaker."""
+    def label(self, transcript: Transcript) -> Transcript | None:
+        """The transcript labelled by speaker, or None when the turns could not be found."""
         if self.failed:
-            return
+            return None
         try:
-            labelled = self._track.label(db.transcript(self.meeting_id))
+            return self._track.label(transcript)
         except Exception:
             _LOGGER.exception("meeting %d: speaker turns failed", self.meeting_id)
-            return
-        db.label_segments(self.meeting_id, labelled.segments)
+            return None
