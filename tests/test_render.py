@@ -284,3 +284,14 @@ def test_speakers_are_paragraphs_in_both_bodies() -> None:
     assert "[00:00:09] Speaker 1: Right." in text
     assert "<b>Speaker 2:</b> Thanks &lt;all&gt;." in html
     assert "Speaker" not in bodies(rendered()[0])[0]
+
+
+@pytest.mark.parametrize("word", ["Ärlig ", "Möte om å, ä och ö ", "日本語の会議 "])
+def test_long_non_ascii_subjects_keep_their_spaces(word: str) -> None:
+    """Python's refolding dropped the space between some encoded words of a long subject."""
+    for repeats in range(1, 40):
+        title = (word * repeats).strip()
+        message, _ = rendered(meeting=make_meeting(title))
+        assert title in message["Subject"], repeats
+        header = message.as_bytes(policy=email.policy.SMTP).split(b"\r\n\r\n")[0]
+        assert max(len(line) for line in header.split(b"\r\n")) <= 78

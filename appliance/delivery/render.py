@@ -9,6 +9,7 @@ import re
 import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass
+from email.header import Header
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.parser import BytesParser
@@ -203,7 +204,7 @@ class Renderer:
         subject, text, html = (self._template(name, values, problems) for name in TEMPLATE_NAMES)
         subject = header_text(subject) or header_text(meeting.title) or "Meeting transcript"
         message = EmailMessage(policy=_POLICY)
-        message["Subject"] = subject
+        _set_subject(message, subject)
         message["From"] = Address(
             header_text(self.config.room.name), addr_spec=self.config.smtp.from_
         )
@@ -235,6 +236,19 @@ class Renderer:
             return self._builtin.get_template(name).render(values)
         except (jinja2.TemplateError, OSError) as err:
             raise RenderError(f"built-in template {name}: {err}") from err
+
+
+def _set_subject(message: EmailMessage, subject: str) -> None:
+    """The Subject, folded so that the spaces between non-ASCII words survive.
+
+    The email package's own folder drops the space where it splits a run of encoded
+    words (CPython's header refolding), so a long non-ASCII subject is encoded here,
+    the spaces inside the encoded words, and stored pre-folded.
+    """
+    if subject.isascii():
+        message["Subject"] = subject
+    else:
+        message.set_raw("Subject", Header(subject, "utf-8", header_name="Subject").encode())
 
 
 def _check_headers(data: bytes, recipients: int) -> None:
