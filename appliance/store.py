@@ -220,6 +220,15 @@ class Database:
             (meeting_id, gap.start_s, gap.end_s, gap.reason),
         )
 
+    def put_gap(self, meeting_id: int, gap: Gap) -> None:
+        """Store a gap that is still growing: the one with its start and reason is replaced."""
+        with self.tx():
+            self.db.execute(
+                "DELETE FROM gaps WHERE meeting_id = ? AND start_s = ? AND reason = ?",
+                (meeting_id, gap.start_s, gap.reason),
+            )
+            self.add_gap(meeting_id, gap)
+
     def transcript(self, meeting_id: int) -> Transcript:
         """The meeting's transcript as stored so far."""
         meeting = self.meeting(meeting_id)

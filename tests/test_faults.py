@@ -168,6 +168,36 @@ def test_a_full_disk_delivers_what_was_captured_with_a_note(make_daemon, server,
     assert daemon.stop() == 0
 
 
+def test_a_crash_while_the_disk_is_full_keeps_the_note(make_daemon, server, small_disk):
+    server.start()
+    daemon = make_daemon(_smtp_config(server), storage="min_free_mb = 2\nkeep_audio_days = 1\n")
+    daemon.config.write_text(
+        daemon.config.read_text().replace(str(daemon.root / "state"), str(small_disk / "state"))
+    )
+    daemon.start()
+    meeting_id = int(
+        daemon.cli("start", "--from-file", str(MEETING), "--speed", "8", "--to", ANNA).stdout
+    )
+    daemon.wait_for_status(
+        lambda s: any("the disk is full" in p for p in s["problems"]), 300, "the disk full"
+    )
+    with sqlite3.connect(small_disk / "state" / "appliance.db") as db:
+        wait_until(
+            lambda: (db.execute("SELECT max(end_s - start_s) FROM gaps").fetchone()[0] or 0) >= 5,
+            120,
+            "the growing gap stored",
+        )
+    daemon.process.kill()
+    daemon.process.wait()
+    daemon.start()
+    done = daemon.wait_for_state(meeting_id, ("done",), 300)
+    wait_until(lambda: server.messages(ANNA), 60, "the email")
+    body = _body(server.messages(ANNA)[0])
+    stopped = time.strftime("%H:%M:%S", time.gmtime(int(done["audio_s"])))
+    assert f"[{stopped}] [no audio until " in body and "the disk was full" in body
+    assert daemon.stop() == 0
+
+
 def test_only_regular_files_are_uploads_and_a_fifo_never_blocks(make_daemon, tmp_path):
     daemon = make_daemon()
     daemon.start()

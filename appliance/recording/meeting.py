@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
@@ -27,6 +28,8 @@ _BYTES_PER_S = SAMPLE_RATE * 2
 MAX_WAIT_S = 60.0
 # Recovery reads the spool back in blocks of this many seconds (about 1 MB of PCM16).
 _REPLAY_BLOCK_S = 30.0
+# How often a growing disk-full gap is stored again (seconds of meeting audio dropped).
+_GAP_STORE_EVERY_S = 5.0
 
 
 class Source(Protocol):
@@ -128,6 +131,7 @@ class Recording:
         self.capturing = True
         self.disk_full_at: float | None = None  # meeting time the spool's disk filled up
         self._unrecorded_s = 0.0
+        self._gap_stored_s = 0.0
         self._pending: deque[_Pending] = deque()
         self._in_memory = 0
         self._in_flight_s = 0.0
@@ -168,7 +172,9 @@ class Recording:
                     self.db.add_gap(self.meeting.id, item)
                     continue
                 if self.disk_full_at is not None:
-                    self._unrecorded_s += len(item) / _BYTES_PER_S  # the gap, when it ends
+                    self._unrecorded_s += len(item) / _BYTES_PER_S
+                    if self._unrecorded_s - self._gap_stored_s >= _GAP_STORE_EVERY_S:
+                        self._store_disk_gap(self.disk_full_at)
                     continue
                 if self.spool is not None:
                     try:
@@ -179,6 +185,7 @@ class Recording:
                         )
                         self.disk_full_at = self.audio_s
                         self._unrecorded_s = len(item) / _BYTES_PER_S
+                        self._store_disk_gap(self.disk_full_at)
                         continue
                 self.audio_s += len(item) / _BYTES_PER_S
                 # Scoring speech is ONNX inference: off the loop, like every other blocking call.
@@ -191,13 +198,25 @@ class Recording:
         finally:
             self.capturing = False
             if self.disk_full_at is not None:
-                end_s = self.disk_full_at + self._unrecorded_s
-                self.db.add_gap(self.meeting.id, Gap(self.disk_full_at, end_s, "the disk was full"))
+                self._store_disk_gap(self.disk_full_at)
             if self.spool is not None:
                 self.spool.close()
             self.db.set_audio(self.meeting.id, self.audio_s)
             self.db.set_state(self.meeting.id, FINISHING)
             self._wake.set()
+
+    def _store_disk_gap(self, start_s: float) -> None:
+        """The disk-full gap as far as it goes, stored now: a crash while full keeps the note.
+
+        The spool keeps space back for the database, so this write fits; if even it fails,
+        the note is only logged and capture goes on.
+        """
+        gap = Gap(start_s, start_s + self._unrecorded_s, "the disk was full")
+        try:
+            self.db.put_gap(self.meeting.id, gap)
+        except sqlite3.Error as err:
+            _LOGGER.error("meeting %d: the disk-full note was not stored: %s", self.meeting.id, err)
+        self._gap_stored_s = self._unrecorded_s
 
     def _segment(self, pcm: bytes | None) -> list[SpeechSegment]:
         """The speech segments this chunk completes (None: the end), each shown to on_speech."""
