@@ -54,7 +54,7 @@ model: $(STAMPS)/venv
 test: model
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest --durations=25
 
 demo: model
 	rm -rf .demo
