@@ -139,7 +139,6 @@ def test_login_watch_a_meeting_download_and_log_out(box, browser):
     _wait(browser, lambda d: d.find_element(By.ID, "state").text != "recording")
 
     browser.get(box.url + "/meetings")
-    _shot(browser, "meetings")
     browser.find_element(By.LINK_TEXT, "Demo <1>").click()
     meeting_id = started.stdout.strip()
     assert browser.current_url == f"{box.url}/meetings/{meeting_id}"
@@ -174,8 +173,12 @@ def test_login_watch_a_meeting_download_and_log_out(box, browser):
     shown = browser.find_element(By.TAG_NAME, "main").text
     assert "and so" not in shown.lower()  # the first second ("And so") was trimmed off
     assert ", 0:00:05, " in shown or ", 0:00:06, " in shown  # 1 s to 7 s
+    uploaded = browser.current_url.rsplit("/", 1)[1]
     _wait(browser, settled)
     _record_and_delete(browser, box)
+    assert box.cli("delete", uploaded).stdout.strip() == uploaded  # the same, from the CLI
+    refused = box.cli("resend", uploaded, check=False)
+    assert refused.returncode == 2 and f"no meeting {uploaded}" in refused.stderr
 
     browser.find_element(By.CSS_SELECTOR, "form[action='/logout'] button").click()
     _wait(browser, expected_conditions.title_contains("Log in"))
@@ -208,7 +211,7 @@ def _hear_and_resend(browser, box, meeting_id: int) -> None:
     _wait(browser, lambda d: d.refresh() or d.find_element(By.CSS_SELECTOR, delivery).text)
     assert browser.find_element(By.CSS_SELECTOR, "#delivery td").text == "anna@example.com"
     browser.find_element(By.CSS_SELECTOR, "form[action$='/resend'] button").click()
-    assert "being sent again" in browser.find_element(By.CSS_SELECTOR, "[role=alert]").text
+    _wait(browser, lambda d: "sent again" in d.find_element(By.CSS_SELECTOR, "[role=alert]").text)
 
     def delivered(driver) -> bool:
         driver.refresh()
@@ -216,6 +219,9 @@ def _hear_and_resend(browser, box, meeting_id: int) -> None:
 
     _wait(browser, delivered)
     _shot(browser, "meeting")
+    email = browser.find_element(By.XPATH, "//h2[text()='Email']")
+    browser.execute_script("arguments[0].scrollIntoView()", email)
+    _shot(browser, "meeting-email")
 
 
 def _record_and_delete(browser, box) -> None:
@@ -252,3 +258,4 @@ def _record_and_delete(browser, box) -> None:
     _wait(browser, expected_conditions.title_contains("Meetings"))
     assert "was deleted" in browser.find_element(By.CSS_SELECTOR, "[role=alert]").text
     assert not browser.find_elements(By.LINK_TEXT, "Recorded here")
+    _shot(browser, "meetings")
