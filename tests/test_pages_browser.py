@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 from selenium import webdriver
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
@@ -102,7 +103,9 @@ def _shot(driver, name: str) -> None:
 
 
 def _wait(driver, condition):
-    return WebDriverWait(driver, DEADLINE_S).until(condition)
+    # An element found just before a form's answer replaces the page is stale: look again.
+    ignored = (StaleElementReferenceException,)
+    return WebDriverWait(driver, DEADLINE_S, ignored_exceptions=ignored).until(condition)
 
 
 def test_login_watch_a_meeting_download_and_log_out(box, browser):
