@@ -1,5 +1,6 @@
-"""The web page on the box (issue 20): log in, see the meeting now, start and stop it, read and
-download transcripts. Server-rendered jinja2 on the API's server; no transcript without a session.
+"""The web page on the box (issue 20): log in, see the meeting now, start and stop it; the
+meetings (meeting_pages.py) and the upload (uploads.py) behind the same session guard.
+Server-rendered jinja2 on the API's server; no transcript without a session.
 """
 
 from __future__ import annotations
@@ -29,7 +30,6 @@ _LOGGER = logging.getLogger(__name__)
 COOKIE = "session"
 LOGIN_COOKIE = "login_csrf"
 SESSION = web.RequestKey("session", Session)
-_OPEN = ("/login", "/static/page.css")
 _EVENTS_S = 1.0  # how often the now page's event stream looks for new lines
 
 
