@@ -197,6 +197,26 @@ def test_enqueue_is_idempotent_across_restarts(box: Box, smtp: SmtpServer) -> No
     assert smtp.messages(A) == [eml]
 
 
+def test_again_replaces_the_message_with_a_new_one(box: Box, smtp: SmtpServer) -> None:
+    box.configure(smtp.port)
+    outbox = box.outbox()
+    meeting = box.meeting(outbox)
+    enqueue(outbox, meeting)
+    deliver(outbox)
+    first = eml_path(outbox, meeting.id)
+    transcript = outbox.db.transcript(meeting.id)
+    message = asyncio.run(outbox.enqueue_async(meeting, transcript, again=True))
+    second = eml_path(outbox, meeting.id)
+    assert message is not None and not first.exists()
+    assert list(box.config.outbox_dir.iterdir()) == [second]
+    assert states(outbox, meeting.id) == {A: QUEUED, B: QUEUED, C: QUEUED}
+    deliver(outbox)
+    assert states(outbox, meeting.id) == {A: DELIVERED, B: DELIVERED, C: DELIVERED}
+    assert box.settled == [meeting.id, meeting.id]
+    sent = [email.message_from_bytes(m, policy=email.policy.default) for m in smtp.messages(A)]
+    assert len(sent) == 2 and sent[0]["Message-ID"] != sent[1]["Message-ID"]
+
+
 def test_racing_hand_offs_of_one_meeting_make_one_message(box: Box, smtp: SmtpServer) -> None:
     box.configure(smtp.port)
     outbox = box.outbox()

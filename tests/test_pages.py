@@ -4,6 +4,8 @@ the rate limit, meetings and downloads; nothing of a transcript without a sessio
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import io
 import os
 import socket
 import subprocess
@@ -12,12 +14,16 @@ import time
 from pathlib import Path
 
 import aiohttp
+import numpy as np
 import pytest
+import soundfile
 
 from appliance import config as config_module
 from appliance import paths
+from appliance.delivery.outbox import Outbox
 from appliance.engine.transcriber import DecodeOptions, Transcriber
 from appliance.models import store
+from appliance.recording.audio import SAMPLE_RATE
 from appliance.service.daemon import Daemon
 from appliance.service.login import MAX_FAILURES
 from appliance.service.tokens import Tokens
@@ -115,12 +121,21 @@ def test_nothing_without_a_session(box, engine):
     config, _, _ = box
 
     async def scenario(http):
-        for path in ("/", "/meetings", "/meetings/1", "/meetings/1/transcript.srt", "/now/events"):
+        for path in (
+            "/",
+            "/meetings",
+            "/meetings/1",
+            "/meetings/1/transcript.srt",
+            "/meetings/1/audio",
+            "/meetings/1/delete",
+            "/now/events",
+        ):
             async with http.get(path, allow_redirects=False) as response:
                 assert (response.status, response.headers["Location"]) == (303, "/login")
                 assert "forty" not in await response.text()
-        async with http.post("/stop", data={}, allow_redirects=False) as response:
-            assert response.status == 303
+        for path in ("/stop", "/meetings/1/resend", "/meetings/1/delete"):
+            async with http.post(path, data={"confirm": "yes"}, allow_redirects=False) as answer:
+                assert (answer.status, answer.headers["Location"]) == (303, "/login")
         async with http.get("/login") as response:
             page = await response.text()
         assert "forty" not in page and "Budget" not in page
@@ -237,6 +252,11 @@ def test_upload_trims_and_transcribes(box, engine):
             assert response.status == 303
             page = response.headers["Location"]
         assert page == "/meetings/2"
+        # At once, while it is still being transcribed: delete and resend are refused.
+        for action in ("delete", "resend"):
+            form = {"csrf_token": csrf, "confirm": "yes"}
+            async with http.post(f"{page}/{action}", data=form) as response:
+                assert response.url.path == page and "is still" in await response.text()
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             async with http.get(page) as response:
@@ -251,3 +271,97 @@ def test_upload_trims_and_transcribes(box, engine):
         assert list(uploads.iterdir()) == []  # the trimmed copy goes once it is read
 
     run(config, engine, scenario)
+
+
+def test_hear_resend_and_delete_a_meeting(box, engine):
+    """The meeting page: lines that play from the kept audio (WAV, with Range), speaker labels,
+    the email sent again as a new message with its delivery shown, and a confirmed delete."""
+    config, _, _ = box
+    # Audio kept a day after the transcript is final (the default, 0, deletes it at once).
+    config = dataclasses.replace(
+        config, storage=dataclasses.replace(config.storage, keep_audio_days=1.0)
+    )
+    db = Database(config.database)
+    db.label_segments(1, (Segment(1.0, 4.5, WORDS, "Speaker 1"),))
+    Outbox(db, config).enqueue(db.meeting(1), db.transcript(1))  # as the hand-off does
+    db.close()
+    tone = (np.sin(np.arange(5 * SAMPLE_RATE) / 10) * 8000).astype("<i2")
+    config.spool_dir.mkdir(parents=True, exist_ok=True)
+    spool = config.spool_dir / "1.pcm"
+    spool.write_bytes(tone.tobytes())
+    maildir = config.maildir / "new"
+
+    async def delivered(http: aiohttp.ClientSession, count: int) -> str:
+        deadline = time.monotonic() + 60
+        while True:
+            async with http.get("/meetings/1") as response:
+                page = await response.text()
+            if len(list(maildir.glob("*"))) == count and "delivered" in page:
+                return page
+            assert time.monotonic() < deadline, page
+            await asyncio.sleep(0.2)
+
+    async def scenario(http):
+        await _login(http)
+        csrf = await _csrf(http, "/meetings/1")
+        for path, data in (
+            ("/meetings/1/resend", {"csrf_token": "guess"}),
+            ("/meetings/1/delete", {"csrf_token": "guess", "confirm": "yes"}),
+        ):
+            async with http.post(path, data=data, allow_redirects=False) as response:
+                assert response.status == 403
+        page = await delivered(http, 1)
+        assert '<audio id="player"' in page and 'data-start="1.00"' in page
+        assert '<span class="speaker">Speaker 1:</span>' in page
+        assert "<td>anna@example.com</td><td>delivered</td>" in page
+
+        async with http.get("/meetings/1/audio") as response:
+            assert (response.status, response.content_type) == (200, "audio/wav")
+            wav = await response.read()
+        samples, rate = soundfile.read(io.BytesIO(wav), dtype="int16")
+        assert rate == SAMPLE_RATE and np.array_equal(samples, tone)
+        for asked, status, expected in (
+            ("bytes=0-3", 206, wav[:4]),
+            ("bytes=40-99", 206, wav[40:100]),
+            ("bytes=-10", 206, wav[-10:]),
+            (f"bytes={len(wav) - 2}-", 206, wav[-2:]),
+            (f"bytes={len(wav)}-", 416, None),
+        ):
+            async with http.get("/meetings/1/audio", headers={"Range": asked}) as response:
+                assert response.status == status, asked
+                if expected is not None:
+                    assert await response.read() == expected
+                    first = len(wav) - len(expected) if asked.startswith("bytes=-") else None
+                    assert response.headers["Content-Range"].endswith(f"/{len(wav)}")
+                    assert first is None or response.headers["Content-Range"].startswith(
+                        f"bytes {first}-"
+                    )
+
+        async with http.post("/meetings/1/resend", data={"csrf_token": csrf}) as response:
+            assert "being sent again" in await response.text()
+        await delivered(http, 2)
+        ids = {m.read_text().split("Message-ID:", 1)[1].split()[0] for m in maildir.glob("*")}
+        assert len(ids) == 2  # a new message, not a duplicate a mail system would drop
+        assert len(list(config.outbox_dir.glob("*.eml"))) == 1  # the first one's file is gone
+
+        async with http.get("/meetings/1/delete") as response:
+            page = await response.text()
+        assert "Budget &lt;script&gt;" in page and "<script>alert" not in page
+        form = {"csrf_token": csrf}
+        async with http.post("/meetings/1/delete", data=form, allow_redirects=False) as response:
+            assert response.headers["Location"] == "/meetings/1/delete"  # not confirmed
+        form["confirm"] = "yes"
+        async with http.post("/meetings/1/delete", data=form) as response:
+            assert response.url.path == "/meetings" and "was deleted" in await response.text()
+        async with http.get("/meetings/1") as response:
+            assert response.status == 404
+        async with http.get("/meetings/1/audio") as response:
+            assert response.status == 404
+
+    run(config, engine, scenario)
+    assert not spool.exists() and not list(config.outbox_dir.glob("*.eml"))
+    db = Database(config.database)
+    assert db.meeting(1) is None
+    for table in ("segments", "outbox_messages", "outbox_recipients"):
+        assert db.db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0] == 0
+    db.close()

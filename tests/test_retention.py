@@ -14,7 +14,7 @@ from appliance import config as config_module
 from appliance.config import Config
 from appliance.delivery.mail import TEMPORARY, Outcome, Record
 from appliance.delivery.outbox import Outbox
-from appliance.delivery.retention import purge
+from appliance.delivery.retention import delete_meeting, purge
 from appliance.store import DELIVERING, DONE, Database, Meeting
 from appliance.transcript import Gap, Segment
 
@@ -178,3 +178,26 @@ def test_state_files_are_private(room: Room) -> None:
         if path.name.endswith(".pcm"):
             continue  # the spool is written by the recorder, not here
         assert mode == (0o700 if path.is_dir() else 0o600), path
+
+
+def test_delete_removes_a_meeting_and_its_unsent_email_and_repeats_harmlessly(
+    room: Room,
+) -> None:
+    kept = room.meeting()
+    room.deliver(kept)
+    waiting = room.meeting()
+    room.deliver(waiting, room.make_outbox(Down()))  # its email still waiting for a retry
+    eml = room.eml(waiting.id)
+    assert eml.exists() and room.audio(waiting.id).exists()
+    for _ in range(2):  # a delete cut short is finished by deleting again
+        delete_meeting(room.db, room.config, room.outbox, waiting.id)
+    assert room.db.meeting(waiting.id) is None and room.outbox.message(waiting.id) is None
+    assert not eml.exists() and not room.audio(waiting.id).exists()
+    assert not room.db.db.execute(
+        "SELECT 1 FROM segments WHERE meeting_id = ? UNION ALL "
+        "SELECT 1 FROM gaps WHERE meeting_id = ?",
+        (waiting.id, waiting.id),
+    ).fetchall()
+    assert [r.address for r in room.outbox.recipients(waiting.id)] == []
+    assert room.outbox.counts()["retrying"] == 0  # nothing left to send
+    assert room.db.meeting(kept.id) is not None and room.eml(kept.id).exists()

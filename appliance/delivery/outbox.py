@@ -104,12 +104,20 @@ class Outbox(OutboxRecords):
             found = self._commit(meeting, self._prepare(meeting, transcript))
         return self._enqueued(found)
 
-    async def enqueue_async(self, meeting: Meeting, transcript: Transcript) -> int | None:
-        """enqueue with the calendar, rendering and file writing on a worker thread."""
-        found = self._existing(meeting.id)
+    async def enqueue_async(
+        self, meeting: Meeting, transcript: Transcript, again: bool = False
+    ) -> int | None:
+        """enqueue with the calendar, rendering and file writing on a worker thread.
+
+        again (`appliance resend`): a new message in place of the meeting's old one, with a
+        Message-ID of its own, so no mail system drops it as a duplicate of the first."""
+        found = None if again else self._existing(meeting.id)
         if found is None:
             draft = await asyncio.to_thread(self._prepare, meeting, transcript)
-            found = self._commit(meeting, draft)
+            old = self.message(meeting.id) if again else None
+            found = self._commit(meeting, draft, replace=again)
+            if old:  # a crash before this leaves a stray that retention removes
+                Path(old).unlink(missing_ok=True)
         return self._enqueued(found)
 
     def _existing(self, meeting_id: int) -> int | None:
@@ -141,11 +149,14 @@ class Outbox(OutboxRecords):
         write_atomic(path, rendered.data, mode=0o600, folder_mode=0o700)
         return _Draft(resolution, message_id, path, rendered.problems, now)
 
-    def _commit(self, meeting: Meeting, draft: _Draft) -> int:
-        """Record a draft, or drop it when another hand-off of this meeting got there first."""
+    def _commit(self, meeting: Meeting, draft: _Draft, replace: bool = False) -> int:
+        """Record a draft, or drop it when another hand-off of this meeting got there first;
+        with replace, in place of the meeting's message (its recipients go with it)."""
         resolution = draft.resolution
         try:
             with self.db.tx() as db:
+                if replace:
+                    db.execute("DELETE FROM outbox_messages WHERE meeting_id = ?", (meeting.id,))
                 cursor = db.execute(
                     "INSERT INTO outbox_messages (meeting_id, message_id, path, source, "
                     "problems, created_at) VALUES (?, ?, ?, ?, ?, ?)",

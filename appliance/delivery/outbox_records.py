@@ -140,6 +140,14 @@ class OutboxRecords:
         ).fetchall()
         return [(meeting_id, Path(path) if path else None) for meeting_id, path in rows]
 
+    def message(self, meeting_id: int) -> str | None:
+        """The path of a meeting's email ("" when nobody may receive it); None when it has no
+        message: not handed to the outbox yet, or forgotten by retention."""
+        row = self.db.db.execute(
+            "SELECT path FROM outbox_messages WHERE meeting_id = ?", (meeting_id,)
+        ).fetchone()
+        return row[0] if row else None
+
     def paths(self) -> set[Path]:
         """Every .eml the outbox still refers to."""
         return {

@@ -55,13 +55,29 @@ async def purge_daily(db: Database, config: Config, outbox: Outbox) -> None:
         await asyncio.sleep(_PURGE_INTERVAL_S)
 
 
+def spool_path(config: Config, meeting_id: int) -> Path:
+    """Where a meeting's raw audio is kept."""
+    return config.spool_dir / f"{meeting_id}.pcm"
+
+
+def delete_meeting(db: Database, config: Config, outbox: Outbox, meeting_id: int) -> None:
+    """Delete one meeting at once (`appliance delete`, the web page): its audio, its email, its
+    transcript and its record. The files go first, so a crash part way never leaves audio or
+    text without the record that finds it, and deleting again finishes the job."""
+    spool_path(config, meeting_id).unlink(missing_ok=True)
+    if email := outbox.message(meeting_id):
+        Path(email).unlink(missing_ok=True)
+    db.delete(meeting_id)  # segments, gaps and outbox rows go with it (ON DELETE CASCADE)
+    _LOGGER.info("meeting %d deleted: its record, transcript, audio and email", meeting_id)
+
+
 def _purge_audio(db: Database, config: Config, now: float) -> list[int]:
     cutoff = now - config.storage.keep_audio_days * _DAY_S
     deleted = []
     for meeting in db.meetings((DELIVERING, DONE, FAILED)):
         if meeting.stopped_at is None or meeting.stopped_at > cutoff:
             continue
-        path = config.spool_dir / f"{meeting.id}.pcm"
+        path = spool_path(config, meeting.id)
         if path.exists():
             path.unlink(missing_ok=True)
             deleted.append(meeting.id)

@@ -88,6 +88,16 @@ def _cmd_retry(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_resend(args: argparse.Namespace) -> int:
+    print(request(_config(args).socket, "resend", id=args.id)["meeting"]["id"])
+    return 0
+
+
+def _cmd_delete(args: argparse.Namespace) -> int:
+    print(request(_config(args).socket, "delete", id=args.id)["meeting"]["id"])
+    return 0
+
+
 def _cmd_cancel(args: argparse.Namespace) -> int:
     print(request(_config(args).socket, "cancel")["meeting"]["id"])
     return 0
@@ -240,6 +250,18 @@ def add_commands(commands: Any) -> None:
         help="try now every recipient waiting for a retry (README, Delivery: the schedule)",
     )
     retry.set_defaults(func=_cmd_retry)
+
+    resend = commands.add_parser(
+        "resend", help="email a finished meeting's transcript again, as a new message"
+    )
+    resend.add_argument("id", type=int, help="meeting id (see `appliance meetings`)")
+    resend.set_defaults(func=_cmd_resend)
+
+    delete = commands.add_parser(
+        "delete", help="delete a finished meeting: its record, transcript, audio and email"
+    )
+    delete.add_argument("id", type=int, help="meeting id (see `appliance meetings`)")
+    delete.set_defaults(func=_cmd_delete)
 
     status = commands.add_parser("status", help="what the daemon is doing")
     status.add_argument("--json", action="store_true", help="print JSON")

@@ -31,6 +31,8 @@ COMMANDS: dict[str, dict[str, type | tuple[type, ...]]] = {
     "meetings": {},
     "show": {"id": int, "format": str},
     "retry": {},
+    "resend": {"id": int},
+    "delete": {"id": int},
 }
 _MAX_INT = 2**63 - 1  # SQLite's integers
 

@@ -14,6 +14,7 @@ from typing import Any
 from appliance import languages
 from appliance.addresses import address_problem
 from appliance.config import Config
+from appliance.delivery import retention
 from appliance.delivery.outbox import Outbox
 from appliance.engine.speakers import SpeakerLabeller
 from appliance.errors import UsageError
@@ -24,14 +25,7 @@ from appliance.recording.segmenter import Segmenter
 from appliance.recording.spool import DiskFullError, Spool
 from appliance.service import faults, recovery
 from appliance.service.speaker_turns import MeetingSpeakers
-from appliance.store import (
-    DELIVERING,
-    DONE,
-    FAILED,
-    FINISHING,
-    Database,
-    Meeting,
-)
+from appliance.store import DELIVERING, DONE, FAILED, FINISHING, UNFINISHED, Database, Meeting
 from appliance.transcript import FORMATS, Gap, render
 
 _LOGGER = logging.getLogger(__name__)
@@ -152,6 +146,32 @@ class Meetings:
         """Try every recipient still waiting for a retry now."""
         return {"retried": self.outbox.retry_now()}
 
+    async def resend(self, id: int | None = None) -> dict[str, Any]:
+        """Email a finished meeting's transcript again, as a new message, to its recipients."""
+        meeting = self._handed_off(id)
+        if self.outbox.message(meeting.id) is None:
+            raise UsageError(f"meeting {id}: its transcript was deleted (keep_transcripts_days)")
+        await self.deliver(meeting.id, again=True)
+        return {"meeting": self.db.meeting(meeting.id).to_json()}
+
+    async def delete(self, id: int | None = None) -> dict[str, Any]:
+        """Delete a finished meeting: its record, transcript, audio and queued email."""
+        meeting = self._handed_off(id)
+        retention.delete_meeting(self.db, self.config, self.outbox, meeting.id)
+        self._on_change(False)
+        return {"meeting": meeting.to_json()}
+
+    def _handed_off(self, id: int | None) -> Meeting:
+        """The meeting, once its email is with the outbox: resend and delete may touch it."""
+        meeting = self.db.meeting(id) if id is not None else None
+        if meeting is None:
+            raise UsageError(f"no meeting {id}")
+        if meeting.state in UNFINISHED or (
+            meeting.state == DELIVERING and self.outbox.message(meeting.id) is None
+        ):
+            raise UsageError(f"meeting {id} is still {meeting.state}; try again once it is done")
+        return meeting
+
     # --- starting -----------------------------------------------------------------------
 
     def start_meeting(self) -> Meeting:
@@ -244,7 +264,7 @@ class Meetings:
 
     def spool_path(self, meeting_id: int) -> Path:
         """Where a meeting's raw audio is kept."""
-        return self.config.spool_dir / f"{meeting_id}.pcm"
+        return retention.spool_path(self.config, meeting_id)
 
     def track(self, coro: Any) -> asyncio.Task:
         """Run a meeting's work as a task that shutdown waits for."""
@@ -288,13 +308,14 @@ class Meetings:
         """Ended by an error with nothing at all transcribed."""
         return bool(meeting.error) and not self.db.last_line(meeting.id)
 
-    async def deliver(self, meeting_id: int) -> None:
-        """Give a finished meeting to the outbox; enqueue is idempotent, so a retry is safe.
+    async def deliver(self, meeting_id: int, again: bool = False) -> None:
+        """Give a finished meeting to the outbox; enqueue is idempotent, so a retry is safe
+        (again: a new message in place of the one sent, for `resend`).
 
         A failed meeting is sent too: the organiser learns why there is no transcript."""
         self.db.set_state(meeting_id, DELIVERING)
         meeting = self.db.meeting(meeting_id)
-        await self.outbox.enqueue_async(meeting, self.db.transcript(meeting_id))
+        await self.outbox.enqueue_async(meeting, self.db.transcript(meeting_id), again)
         if self._failed(meeting):
             self.db.set_state(meeting_id, FAILED)
             _LOGGER.warning("meeting %d failed: %s", meeting_id, meeting.error)

@@ -1,11 +1,11 @@
-"""The web page on the box (issue 20): log in, see the meeting now, start and stop it, read and
-download transcripts. Server-rendered jinja2 on the API's server; no transcript without a session.
+"""The web page on the box (issue 20): log in, see the meeting now, start and stop it; the
+meetings (meeting_pages.py) and the upload (uploads.py) behind the same session guard.
+Server-rendered jinja2 on the API's server; no transcript without a session.
 """
 
 from __future__ import annotations
 
 import asyncio
-import datetime
 import json
 import logging
 import re
@@ -20,37 +20,17 @@ from aiohttp import web
 from appliance import paths
 from appliance.errors import UsageError
 from appliance.service.login import Password, Session, Sessions, csrf_ok
+from appliance.service.meeting_pages import MeetingPages, clock, transcript_lines
 from appliance.service.parsing import parse_bearer
 from appliance.service.tokens import Tokens
 from appliance.service.uploads import Uploads
-from appliance.transcript import FORMATS, Transcript, render
 
 _LOGGER = logging.getLogger(__name__)
 
 COOKIE = "session"
 LOGIN_COOKIE = "login_csrf"
 SESSION = web.RequestKey("session", Session)
-_OPEN = ("/login", "/static/page.css")
 _EVENTS_S = 1.0  # how often the now page's event stream looks for new lines
-_TYPES = {
-    "txt": "text/plain",
-    "srt": "application/x-subrip",
-    "vtt": "text/vtt",
-    "json": "application/json",
-}
-
-
-def _clock(seconds: float) -> str:
-    seconds = int(seconds)
-    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
-
-
-def _lines(transcript: Transcript, after: int = 0) -> list[dict[str, str]]:
-    return [
-        {"at": _clock(s.start_s), "text": " ".join(s.text.split())}
-        for s in transcript.segments[after:]
-        if s.text.strip()
-    ]
 
 
 class Pages:
@@ -82,9 +62,7 @@ class Pages:
                 web.post("/start", guarded(self.start)),
                 web.post("/stop", guarded(self.stop)),
                 web.post("/cancel", guarded(self.cancel)),
-                web.get("/meetings", guarded(self.meetings)),
-                web.get(r"/meetings/{id:\d+}", guarded(self.meeting)),
-                web.get(r"/meetings/{id:\d+}/transcript.{fmt}", guarded(self.download)),
+                *MeetingPages(self).routes(guarded),
                 web.get("/upload", guarded(uploads.form)),
                 web.post("/upload", guarded(uploads.post)),
                 web.static("/static", folder / "static"),
@@ -186,7 +164,7 @@ class Pages:
         status = await self.daemon.meetings.status()
         current = self.daemon.meetings.current
         meeting = self.daemon.db.meeting(current.meeting.id) if current else None
-        lines = _lines(self.daemon.db.transcript(meeting.id)) if meeting else []
+        lines = transcript_lines(self.daemon.db.transcript(meeting.id)) if meeting else []
         return self._page(
             "now",
             heading="Now",
@@ -194,7 +172,7 @@ class Pages:
             status=status,
             meeting=meeting,
             recording=meeting is not None,
-            elapsed=_clock(status["elapsed_s"]),
+            elapsed=clock(status["elapsed_s"]),
             lines=lines,
             message=request.query.get("message", "")[:200],
         )
@@ -216,12 +194,13 @@ class Pages:
                     self.daemon.meetings.current is not None
                     and self.daemon.meetings.current.meeting.id == meeting_id
                 )
-                lines = _lines(self.daemon.db.transcript(meeting_id), after)
-                after += len(lines)
-                for line in lines:
+                # Counted in lines, as the page counts what it shows (empty segments skipped).
+                lines = transcript_lines(self.daemon.db.transcript(meeting_id))
+                fresh, after = lines[after:], max(after, len(lines))
+                for line in fresh:
                     await response.write(_event("line", line))
                 status = await self.daemon.meetings.status()
-                state = {"state": status["state"], "elapsed": _clock(status["elapsed_s"])}
+                state = {"state": status["state"], "elapsed": clock(status["elapsed_s"])}
                 await response.write(_event("state", state))
                 if not live:  # it was final before these lines were read: nothing more comes
                     break
@@ -258,66 +237,9 @@ class Pages:
             raise web.HTTPSeeOther(f"/?{_query(message=str(err))}") from err
         raise web.HTTPSeeOther("/")
 
-    # --- meetings -------------------------------------------------------------------------
-
-    async def meetings(self, request: web.Request) -> web.Response:
-        """Every meeting, newest first."""
-        rows = [
-            {
-                "id": m.id,
-                "title": m.title,
-                "date": _date(m.started_at),
-                "duration": _clock(m.audio_s),
-                "state": m.state,
-            }
-            for m in reversed(self.daemon.db.meetings())
-        ]
-        return self._page("meetings", heading="Meetings", session=request[SESSION], meetings=rows)
-
-    def _meeting(self, request: web.Request) -> Any:
-        meeting = self.daemon.db.meeting(int(request.match_info["id"]))
-        if meeting is None:
-            raise web.HTTPNotFound(text="no such meeting")
-        return meeting
-
-    async def meeting(self, request: web.Request) -> web.Response:
-        """One meeting's transcript with timestamps and its downloads."""
-        meeting = self._meeting(request)
-        return self._page(
-            "meeting",
-            heading=meeting.title or "(no title)",
-            session=request[SESSION],
-            meeting=meeting,
-            date=_date(meeting.started_at),
-            duration=_clock(meeting.audio_s),
-            formats=FORMATS,
-            lines=_lines(self.daemon.db.transcript(meeting.id)),
-        )
-
-    async def download(self, request: web.Request) -> web.Response:
-        """The transcript as txt, srt, vtt or json, as a download."""
-        fmt = request.match_info["fmt"]
-        if fmt not in FORMATS:
-            raise web.HTTPNotFound(text=f"no format {fmt!r}")
-        meeting = self._meeting(request)
-        text = render(self.daemon.db.transcript(meeting.id), fmt)
-        return web.Response(
-            text=text,
-            content_type=_TYPES[fmt],
-            charset="utf-8",
-            headers={
-                "Content-Disposition": f'attachment; filename="meeting-{meeting.id}.{fmt}"',
-                "Cache-Control": "no-store",
-            },
-        )
-
 
 def _event(name: str, data: dict) -> bytes:
     return f"event: {name}\ndata: {json.dumps(data)}\n\n".encode()
-
-
-def _date(started_at: float) -> str:
-    return datetime.datetime.fromtimestamp(started_at).strftime("%Y-%m-%d %H:%M")
 
 
 def _query(**values: str) -> str:

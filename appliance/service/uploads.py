@@ -65,6 +65,8 @@ class Uploads:
             request,
             heading="Upload a recording",
             message=request.query.get("message", "")[:200],
+            # What browsers record (WebM, MP4) only ffmpeg reads; libsndfile does not.
+            can_record=shutil.which("ffmpeg") is not None,
         )
 
     async def post(self, request: web.Request) -> web.StreamResponse:

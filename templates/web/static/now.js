@@ -10,7 +10,14 @@
     const at = document.createElement("span");
     at.className = "at";
     at.textContent = line.at;
-    item.append(at, " " + line.text);
+    item.append(at, " ");
+    if (line.speaker) {
+      const speaker = document.createElement("span");
+      speaker.className = "speaker";
+      speaker.textContent = line.speaker + ":";
+      item.append(speaker, " ");
+    }
+    item.append(line.text);
     list.append(item);
   });
   source.addEventListener("state", function (event) {
