@@ -52,7 +52,7 @@ owner=(); [ "$(id -u)" -eq 0 ] && owner=(-o root -g root)
 case $PREFIX in /*) ;; *) die "PREFIX must be an absolute path, got '$PREFIX'" ;; esac
 
 packages=(python3 python3-venv python3-dev build-essential pkg-config libsystemd-dev
-          libsndfile1 libportaudio2)
+          libsndfile1 libportaudio2 ffmpeg)
 wanted "$BUILD_WHISPER" yes && packages+=(cmake)
 wanted "$GPIO" "$on_arm" && packages+=(swig)
 if wanted "$APT" "$live"; then
