@@ -20,6 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from appliance.engine import speakers
 from appliance.engine.speakers import open_labeller
 from appliance.engine.transcriber import DecodeOptions, Transcriber
 from appliance.evaluate import read_manifest, score
@@ -52,13 +53,15 @@ def _child(audio: Path, transcript_json: Path) -> dict:
     labeller = open_labeller(ROOT / "models", 8)
     if labeller is None:
         raise SystemExit("speaker weights not installed (appliance models install speakers)")
-    labelled = labeller.label(transcript, samples)
+    turns = labeller.diarize(samples)
+    labelled = speakers.labelled(transcript, turns)
     return {
         "cpu_s": time.process_time() - cpu,
         "wall_s": time.perf_counter() - wall,
         "added_mb": (proc.status_kib("VmHWM") - before_kib) / 1024,
         "audio_s": len(samples) / 16000,
         "transcript": render(labelled, "json"),
+        "turns": [(t.start_s, t.end_s, t.name) for t in turns],
     }
 
 
@@ -94,8 +97,10 @@ def measure(model: Path) -> list[tuple[str, SpeakerResult, dict]]:
             labelled = from_json(cost.pop("transcript"))
             stm = audio.with_suffix(".stm")
             cp = cp_wer(stm, labelled, "en") if stm.is_file() else (0, 0)
-            turns = read_rttm(rttm)
-            result = score_speakers(str(audio), audio.parent.name, turns, labelled, cp)
+            found = [tuple(turn) for turn in cost.pop("turns")]
+            result = score_speakers(
+                str(audio), audio.parent.name, read_rttm(rttm), found, labelled.duration_s, cp
+            )
             if audio in references:
                 plain = score(references[audio], labelled.text, 0.0, 0.0)
                 cost["wer"] = (
