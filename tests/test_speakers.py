@@ -19,6 +19,7 @@ import soundfile
 
 from appliance.engine import speakers, speech_regions
 from appliance.engine.speakers import SpeakerLabeller, Turn, open_labeller, split
+from appliance.engine.transcriber import Transcriber
 from appliance.errors import CorruptModelError
 from appliance.evaluate_speakers import score_speakers
 from appliance.models import silero, store, torchzip
@@ -333,3 +334,26 @@ def test_names_follow_the_order_of_the_text():
         "Speaker 1",
         "Speaker 2",
     ]
+
+
+def test_a_segment_with_token_times_is_cut_between_the_words_they_place():
+    # By length the cut would fall after "bbb" (the words spread evenly over 2-6 s); the token
+    # times put "ccc" at 3.1-3.3 s, inside the first turn, and "ddd" after the change.
+    words = ((2.0, 2.5), (2.6, 3.0), (3.1, 3.3), (4.5, 6.0))
+    segment = Segment(2.0, 6.0, "aaa bbb ccc ddd", words=words)
+    pieces = split(segment, _TURNS)
+    assert [(round(p.start_s, 3), round(p.end_s, 3), p.text, p.speaker) for p in pieces] == [
+        (2.0, 3.9, "aaa bbb ccc", "Speaker 1"),
+        (3.9, 6.0, "ddd", "Speaker 2"),
+    ]
+
+
+def test_whisper_token_times_reach_each_word_of_the_transcript():
+    with Transcriber(MODELS / "ggml-tiny.en-q8_0.bin") as transcriber:
+        transcript = transcriber.transcribe_file(JFK, Segmenter(silero.path(MODELS)))
+    assert transcript.segments
+    for segment in transcript.segments:
+        assert len(segment.words) == len(segment.text.split())
+        starts = [start for start, _ in segment.words]
+        assert starts == sorted(starts)
+        assert segment.start_s - 0.5 <= starts[0] and segment.words[-1][1] <= segment.end_s + 0.5

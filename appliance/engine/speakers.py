@@ -5,6 +5,7 @@ appearance."""
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import logging
 from pathlib import Path
 
@@ -71,8 +72,9 @@ class Turn:
 def split(segment: Segment, turns: list[Turn]) -> list[Segment]:
     """The segment labelled with its speaker, or cut where the speaker changes inside it.
 
-    whisper.cpp's times are per segment here, not per word, so each word's time is estimated
-    by spreading the segment's words over it by length, and a cut falls between two words.
+    A cut falls between two words: at the gap between their token times when whisper.cpp gave
+    them, else between the words' times estimated by spreading them over the segment by length
+    (a segment read back from the database has no token times).
     """
     if not turns:
         return [segment]
@@ -80,25 +82,39 @@ def split(segment: Segment, turns: list[Turn]) -> list[Segment]:
     # keeping only those covering >= 1 s of it raised the pyannote sample's DER 6.2 -> 10.6 %.
     inside = [t for t in turns if t.overlap(segment.start_s, segment.end_s) > 0]
     words = segment.text.split()
-    duration_s = segment.end_s - segment.start_s
     if len(inside) < 2 or len(words) < 2:
         middle = (segment.start_s + segment.end_s) / 2
         best = max(inside, key=lambda t: t.overlap(segment.start_s, segment.end_s), default=None)
         best = best or min(turns, key=lambda t: t.distance(middle))
-        return [dataclasses.replace(segment, speaker=best.name)]
-    lengths = np.array([len(w) + 1 for w in words], dtype=float)
-    times = segment.start_s + duration_s * (np.cumsum(lengths) - lengths / 2) / lengths.sum()
-    owners = [min(inside, key=lambda t: t.distance(float(time))).name for time in times]
+        return [dataclasses.replace(segment, speaker=best.name, words=())]
+    spans = list(segment.words) if len(segment.words) == len(words) else _estimated(segment)
+    owners = [_owner(inside, start, end).name for start, end in spans]
     pieces: list[Segment] = []
     first = 0
     for index in range(1, len(words) + 1):
         if index < len(words) and owners[index] == owners[first]:
             continue
         start = pieces[-1].end_s if pieces else segment.start_s
-        end = segment.end_s if index == len(words) else float(times[index - 1] + times[index]) / 2
-        pieces.append(Segment(start, end, " ".join(words[first:index]), owners[first]))
+        end = segment.end_s if index == len(words) else (spans[index - 1][1] + spans[index][0]) / 2
+        pieces.append(Segment(start, max(start, end), " ".join(words[first:index]), owners[first]))
         first = index
     return pieces
+
+
+def _estimated(segment: Segment) -> list[tuple[float, float]]:
+    """Each word's span, the segment's time shared out by the words' lengths."""
+    lengths = np.array([len(w) + 1 for w in segment.text.split()], dtype=float)
+    edges = np.concatenate([[0.0], np.cumsum(lengths)]) / lengths.sum()
+    times = segment.start_s + (segment.end_s - segment.start_s) * edges
+    return [(float(a), float(b)) for a, b in itertools.pairwise(times)]
+
+
+def _owner(turns: list[Turn], start_s: float, end_s: float) -> Turn:
+    """The turn holding most of a word, or the nearest to its middle if none holds any."""
+    best = max(turns, key=lambda t: t.overlap(start_s, end_s))
+    if best.overlap(start_s, end_s) > 0:
+        return best
+    return min(turns, key=lambda t: t.distance((start_s + end_s) / 2))
 
 
 def windows(regions: list[tuple[float, float]]) -> list[Window]:
