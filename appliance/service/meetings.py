@@ -23,7 +23,7 @@ from appliance.recording.meeting import Engine, Recording
 from appliance.recording.segmenter import Segmenter
 from appliance.recording.spool import DiskFullError, Spool
 from appliance.service import faults, recovery
-from appliance.service.speaker_turns import MeetingSpeakers
+from appliance.service.speaker_turns import MeetingSpeakers, attendee_cap
 from appliance.store import (
     DELIVERING,
     DONE,
@@ -270,7 +270,8 @@ class Meetings:
         if speakers := self._speakers.pop(meeting_id, None):
             # Clustering off the loop; the database only on it, like every other write.
             transcript = self.db.transcript(meeting_id)
-            labelled = await asyncio.to_thread(speakers.label, transcript)
+            cap = await asyncio.to_thread(attendee_cap, self.config, recording.meeting.started_at)
+            labelled = await asyncio.to_thread(speakers.label, transcript, cap)
             if labelled is not None:
                 self.db.label_segments(meeting_id, labelled.segments)
         await self.deliver(meeting_id)
