@@ -55,6 +55,7 @@ def measure(minutes: float, speed: float, threads: int, scratch: Path) -> dict:
     config.write_text(
         f'[storage]\nstate_dir = "{scratch / "state"}"\n[control]\nsocket = '
         f'"{scratch / "control.sock"}"\n[transcriber]\nthreads = {threads}\n'
+        "[speakers]\nenabled = true\n"
     )
     log = open(scratch / "daemon.log", "wb")  # noqa: SIM115 (the daemon writes it until killed)
     daemon = subprocess.Popen([*APPLIANCE, "run", "--config", str(config)], stdout=log, stderr=log)
@@ -96,6 +97,7 @@ def measure(minutes: float, speed: float, threads: int, scratch: Path) -> dict:
         stop_to_final_s = time.monotonic() - stopping
         _, peak_kb, _ = _proc(daemon.pid)
         meetings = json.loads(cli(config, "meetings", "--json"))
+        final = json.loads(cli(config, "show", str(meetings[-1]["id"]), "--format", "json"))
         daemon.terminate()
         daemon.wait(120)
     finally:
@@ -116,6 +118,7 @@ def measure(minutes: float, speed: float, threads: int, scratch: Path) -> dict:
         "cpu_share_of_one_core_at_1x": round(cpu_s / audio_s, 4),
         "stop_to_final_s": round(stop_to_final_s, 2),
         "state": meetings[-1]["state"],
+        "speakers": len({s["speaker"] for s in final["segments"] if s.get("speaker")}),
     }
 
 
@@ -143,6 +146,8 @@ def render(result: dict, machine: dict, command: str) -> str:
             f"{result['stop_to_final_s']} s | ≤ 5 s |",
             f"| CPU while recording, per second of audio | {share:.3f} s ({100 * share:.1f} % of "
             f"one core, {50 * share:.1f} % of two, at real time) | |",
+            f"| speakers labelled in the final transcript (`[speakers]` on) | "
+            f"{result['speakers']} | 7 people speak in the dev meeting |",
             f"| largest transcription backlog seen | {result['backlog_max_s']} s | |",
             f"| wall time for the hour at {result['speed']:g}x | {result['recorded_wall_s']} s | |",
             "",
