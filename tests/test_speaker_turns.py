@@ -8,11 +8,12 @@ from pathlib import Path
 
 import pytest
 
+from appliance.engine import speakers
 from appliance.engine.speakers import SpeakerLabeller
 from appliance.models import speakers as weights
 from appliance.recording.audio import float_to_pcm16, load
 from appliance.recording.spool import Spool
-from appliance.service.speaker_turns import attendee_cap, label_spooled
+from appliance.service.speaker_turns import MeetingSpeakers, attendee_cap, label_spooled
 from appliance.transcript import Segment, Transcript
 from tests.test_recipients import CALENDAR, at, make_config
 
@@ -80,3 +81,24 @@ def test_a_spool_that_cannot_be_read_drops_the_labels_with_one_line(labeller, tm
     with caplog.at_level(logging.WARNING, logger="appliance.service.speaker_turns"):
         assert label_spooled(labeller, 7, tmp_path / "7.pcm", _transcript()) is None
     assert len(caplog.records) == 1 and "7.pcm" in caplog.records[0].getMessage()
+
+
+def test_word_times_the_database_drops_still_place_the_cuts(labeller):
+    """The daemon labels the transcript read back from the database, which keeps no word
+    times: the meeting keeps them as segments are stored, and the cuts fall where they say."""
+    samples = load(SAMPLE)
+    meeting = MeetingSpeakers(labeller, 7)
+    meeting.add(samples, 0.0)
+    # One segment over the whole sample, its words placed one per second.
+    text = " ".join(f"w{i}" for i in range(30))
+    timed = Segment(0.0, 30.0, text, words=tuple((i + 0.1, i + 0.9) for i in range(30)))
+    meeting.heard([timed])
+    stored = Transcript((Segment(0.0, 30.0, text),), "en", 30.0)  # as read back: no words
+    labelled = meeting.label(stored)
+    track = speakers.SpeakerTrack(labeller)
+    track.add(samples, 0.0)
+    expected = track.label(Transcript((timed,), "en", 30.0))
+    assert labelled is not None and len(labelled.segments) > 2
+    assert labelled == expected
+    without = track.label(stored)
+    assert [s.end_s for s in without.segments] != [s.end_s for s in labelled.segments]

@@ -232,6 +232,7 @@ class Meetings:
             spool,
             queue_segments=self.config.transcriber.queue_segments,
             on_speech=speakers.add if speakers else None,
+            on_transcribed=speakers.heard if speakers else None,
         )
         self._current_task = self.track(self._record(self.current))
         _LOGGER.info("meeting %d started (%s)", meeting.id, meeting.source)

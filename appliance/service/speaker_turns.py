@@ -3,6 +3,7 @@ crash, at most as many as the room calendar names people; a failure drops the la
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from appliance.delivery.recipients import CalendarError, calendar_attendees
 from appliance.delivery.roomtime import room_zone
 from appliance.engine.speakers import SpeakerLabeller, SpeakerTrack, open_labeller
 from appliance.recording import spool
-from appliance.transcript import Transcript
+from appliance.transcript import Segment, Transcript
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -51,8 +52,14 @@ class MeetingSpeakers:
 
     def __init__(self, labeller: SpeakerLabeller, meeting_id: int) -> None:
         self._track = SpeakerTrack(labeller)
+        self._words: dict[tuple[float, float, str], tuple[tuple[float, float], ...]] = {}
         self.meeting_id = meeting_id
         self.failed = False
+
+    def heard(self, segments: list[Segment]) -> None:
+        """Transcribed segments as stored: their word times (which the database does not
+        keep) are kept here, so a cut at a change of speaker falls between two words."""
+        self._words.update({(s.start_s, s.end_s, s.text): s.words for s in segments if s.words})
 
     def add(self, samples: np.ndarray, start_s: float) -> None:
         """One speech segment (16 kHz samples starting start_s into the meeting)."""
@@ -69,8 +76,14 @@ class MeetingSpeakers:
         the turns could not be found."""
         if self.failed:
             return None
+        segments = tuple(
+            dataclasses.replace(s, words=self._words.get((s.start_s, s.end_s, s.text), ()))
+            for s in transcript.segments
+        )
         try:
-            return self._track.label(transcript, max_speakers)
+            return self._track.label(
+                dataclasses.replace(transcript, segments=segments), max_speakers
+            )
         except Exception:
             _LOGGER.exception("meeting %d: speaker turns failed", self.meeting_id)
             return None
