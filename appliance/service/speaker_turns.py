@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import time
 from pathlib import Path
 
 import numpy as np
@@ -80,13 +81,22 @@ class MeetingSpeakers:
             dataclasses.replace(s, words=self._words.get((s.start_s, s.end_s, s.text), ()))
             for s in transcript.segments
         )
+        started = time.monotonic()
         try:
-            return self._track.label(
+            labelled = self._track.label(
                 dataclasses.replace(transcript, segments=segments), max_speakers
             )
         except Exception:
             _LOGGER.exception("meeting %d: speaker turns failed", self.meeting_id)
             return None
+        found = len({s.speaker for s in labelled.segments if s.speaker})
+        _LOGGER.info(
+            "meeting %d: %d speakers, labelled in %.2f s",
+            self.meeting_id,
+            found,
+            time.monotonic() - started,
+        )
+        return labelled
 
 
 def label_spooled(
