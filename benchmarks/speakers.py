@@ -82,14 +82,13 @@ def _child(audio: Path, transcript_json: Path) -> dict:
     if labeller is None:
         raise SystemExit("speaker weights not installed (appliance models install speakers)")
     turns = labeller.diarize(samples)
-    labelled = speakers.labelled(transcript, turns)
+    speakers.labelled(transcript, turns)  # its cost counts: the product labels the words too
     return {
         "cpu_s": time.process_time() - cpu,
         "wall_s": time.perf_counter() - wall,
         "added_mb": (proc.status_kib("VmHWM") - before_kib) / 1024,
         "audio_s": len(samples) / 16000,
-        "transcript": render(labelled, "json"),
-        "turns": [(t.start_s, t.end_s, t.name) for t in turns],
+        "turns": [(t.start_s, t.end_s, t.speaker) for t in turns],
     }
 
 
@@ -121,13 +120,17 @@ def measure(model: Path) -> list[tuple[str, SpeakerResult, dict]]:
     ):
         for audio, rttm in files:
             saved = Path(temp) / f"{audio.stem}.json"
-            saved.write_text(render(transcriber.transcribe_file(audio, segmenter), "json"))
+            transcript = transcriber.transcribe_file(audio, segmenter)
+            saved.write_text(render(transcript, "json"))
             cost = _label(audio, saved)
-            labelled = from_json(cost.pop("transcript"))
+            # The child's transcript came from JSON, which keeps no word times: the words are
+            # labelled here, from the child's turns, so the cuts fall at whisper.cpp's token times.
+            turns = [speakers.Turn(*turn) for turn in cost.pop("turns")]
+            labelled = speakers.labelled(transcript, turns)
             stm = audio.with_suffix(".stm")
             # cpWER on the AMI clips only: meeteval refuses dev-meeting-02's 22 speakers.
             cp = cp_wer(stm, labelled, "en") if audio in references else (0, 0)
-            found = [tuple(turn) for turn in cost.pop("turns")]
+            found = [(t.start_s, t.end_s, t.name) for t in turns]
             reference = read_rttm(rttm)
             result = score_speakers(
                 str(audio), audio.parent.name, reference, found, labelled.duration_s, cp
