@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from appliance import __version__
-from appliance.engine.speakers import open_labeller
+from appliance.engine.speakers import labelled, open_labeller
 from appliance.engine.transcriber import DecodeOptions, Transcriber
 from appliance.errors import ApplianceError, UsageError
 from appliance.files import atomic_file
@@ -125,11 +125,19 @@ def _cmd_eval(args: argparse.Namespace) -> int:
             transcript = transcriber.transcribe_file(clip.audio, segmenter, clip.language)
             rttm = rttm_beside(clip.audio)
             if labeller and rttm:
-                transcript = labeller.label(transcript, load(clip.audio))
+                who = labeller.diarize(load(clip.audio))
+                transcript = labelled(transcript, who)
                 stm = clip.audio.with_suffix(".stm")
                 cp = cp_wer(stm, transcript, clip.language) if stm.is_file() else (0, 0)
-                turns = read_rttm(rttm)
-                found = score_speakers(str(clip.audio), clip.dataset, turns, transcript, cp)
+                hypothesis = [(t.start_s, t.end_s, t.name) for t in who]
+                found = score_speakers(
+                    str(clip.audio),
+                    clip.dataset,
+                    read_rttm(rttm),
+                    hypothesis,
+                    transcript.duration_s,
+                    cp,
+                )
                 speakers_found.append(found)
             return transcript.text
 

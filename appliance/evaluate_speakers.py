@@ -112,14 +112,14 @@ def score_speakers(
     audio: str,
     dataset: str,
     reference: list[tuple[float, float, str]],
-    transcript: Transcript,
+    found: list[tuple[float, float, str]],
+    duration_s: float,
     cp: tuple[int, int] = (0, 0),
 ) -> SpeakerResult:
-    """Score the transcript's labelled segments against reference turns, over the whole clip;
-    cp is cp_wer's (errors, words) when there is a .stm."""
-    found = [(s.start_s, s.end_s, s.speaker) for s in transcript.segments if s.speaker]
+    """Score found turns (start_s, end_s, speaker: the labeller's, not the transcript's
+    segments) against reference turns over the whole clip; cp is cp_wer's (errors, words)."""
     metric = DiarizationErrorRate(collar=2 * COLLAR_S, skip_overlap=False)
-    extent = max([transcript.duration_s] + [end for _, end, _ in reference + found])
+    extent = max([duration_s] + [end for _, end, _ in reference + found])
     with warnings.catch_warnings():
         warnings.simplefilter(
             "ignore"

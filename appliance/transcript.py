@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from appliance.errors import UsageError
@@ -19,6 +19,9 @@ class Segment:
     end_s: float
     text: str
     speaker: str | None = None  # "Speaker 2" once speaker turns are labelled
+    # (start_s, end_s) of each word of text.split(), from whisper.cpp's token times, where the
+    # decoder gave them (not stored or rendered: speaker turns cut a segment between words).
+    words: tuple[tuple[float, float], ...] = field(default=(), compare=False, repr=False)
 
 
 @dataclass(frozen=True)

@@ -229,6 +229,7 @@ def test_sigkill_mid_meeting_is_recovered_and_delivered_once(daemon):
     assert done["audio_s"] == pytest.approx(spooled_s, abs=0.05)
     text = daemon.cli("show", str(meeting_id)).stdout
     assert len(text.split()) > 12  # the first 15 s of the meeting hold about 20 words
+    assert "Speaker 1: " in text  # labelled from the spool: the live embeddings died with it
     assert len(daemon.maildir()) == 1  # handed to delivery exactly once
     assert daemon.stop() == 0
     daemon.start()  # a third start finds nothing left to recover or resend

@@ -19,20 +19,20 @@ def _transcript(*segments: Segment) -> Transcript:
 
 
 @pytest.mark.parametrize(
-    "segments, der, confusion",
+    "found, der, confusion",
     [
         # Right turns under other names: no error.
-        ((Segment(0.0, 4.0, "a", "Speaker 2"), Segment(4.0, 10.0, "b", "Speaker 1")), 0.0, 0.0),
+        ([(0.0, 4.0, "Speaker 2"), (4.0, 10.0, "Speaker 1")], 0.0, 0.0),
         # One speaker for all: ann's 3.5 scored s are confused (the shorter, under the best map).
-        ((Segment(0.0, 10.0, "a b", "Speaker 1"),), 3.5 / 9, 3.5 / 9),
-        # Nothing labelled: all missed.
-        ((Segment(0.0, 10.0, "a b"),), 1.0, 0.0),
+        ([(0.0, 10.0, "Speaker 1")], 3.5 / 9, 3.5 / 9),
+        # No turns: all missed.
+        ([], 1.0, 0.0),
         # bo's turn not covered after 7 s: 2.75 s missed.
-        ((Segment(0.0, 4.0, "a", "Speaker 1"), Segment(4.0, 7.0, "b", "Speaker 2")), 2.75 / 9, 0.0),
+        ([(0.0, 4.0, "Speaker 1"), (4.0, 7.0, "Speaker 2")], 2.75 / 9, 0.0),
     ],
 )
-def test_der_and_confusion(segments, der, confusion):
-    result = score_speakers("clip.flac", "set", REFERENCE, _transcript(*segments))
+def test_der_and_confusion(found, der, confusion):
+    result = score_speakers("clip.flac", "set", REFERENCE, found, 10.0)
     # 10 s of speech less 0.25 s each side of the boundaries at 0, 4 and 10 s.
     assert result.scored_s == pytest.approx(9.0)
     assert result.der == pytest.approx(der, abs=0.001)
@@ -63,8 +63,6 @@ def test_read_rttm_and_a_bad_line(tmp_path):
 
 
 def test_the_table_has_a_line_per_clip_and_a_total():
-    result = score_speakers(
-        "clip.flac", "set", REFERENCE, _transcript(Segment(0.0, 10.0, "a", "S"))
-    )
+    result = score_speakers("clip.flac", "set", REFERENCE, [(0.0, 10.0, "S")], 10.0)
     table = format_speakers([result, result]).splitlines()
     assert len(table) == 5 and table[-1].startswith("total") and "38.9%" in table[-1]

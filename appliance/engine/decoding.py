@@ -90,11 +90,32 @@ def collapse_repeats(text: str) -> str:
     return " ".join(words[j] for j in out)
 
 
-def decoded_segments(rows: Iterable[tuple[int, int, bytes]]) -> list[Segment]:
-    """Segments from whisper.cpp's (t0, t1 in 10 ms ticks, UTF-8 text) rows, loops cut."""
+def word_times(
+    text: str, tokens: Iterable[tuple[int, int, bytes]]
+) -> tuple[tuple[float, float], ...]:
+    """(start_s, end_s) of each word of text from its text tokens' (t0, t1 in 10 ms ticks,
+    bytes); none if the tokens do not spell text's words (a decoder loop was cut from it)."""
+    words: list[list] = []
+    for t0, t1, piece in tokens:
+        if not words or piece.startswith(b" "):
+            words.append([t0, t1, piece])
+        else:
+            words[-1][1], words[-1][2] = t1, words[-1][2] + piece
+    spelled = [w[2].decode("utf-8", "replace").strip() for w in words]
+    times = [(w[0] / 100, w[1] / 100) for w, word in zip(words, spelled, strict=True) if word]
+    if [word for word in spelled if word] != text.split():
+        return ()
+    return tuple(times)
+
+
+def decoded_segments(
+    rows: Iterable[tuple[int, int, bytes, list[tuple[int, int, bytes]]]],
+) -> list[Segment]:
+    """Segments from whisper.cpp's (t0, t1 in 10 ms ticks, UTF-8 text, text tokens) rows,
+    loops cut, each word's times from its tokens."""
     out = []
-    for t0, t1, raw in rows:
+    for t0, t1, raw, tokens in rows:
         text = collapse_repeats(raw.decode("utf-8", "replace").strip())
         if text:
-            out.append(Segment(t0 / 100, t1 / 100, text))
+            out.append(Segment(t0 / 100, t1 / 100, text, words=word_times(text, tokens)))
     return out

@@ -5,16 +5,20 @@ appearance."""
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import logging
 from pathlib import Path
 
 import numpy as np
 
-from appliance.engine import clusters
+from appliance.engine import clusters, speech_regions
 from appliance.engine.campplus import CamPlusPlus
 from appliance.engine.fbank import SAMPLE_RATE, fbank, frame_count
 from appliance.errors import ApplianceError
+from appliance.models import silero as vad_weights
 from appliance.models import speakers as weights
+from appliance.recording.silero import SileroModel
+from appliance.recording.silero import load as load_vad
 from appliance.transcript import Segment, Transcript
 
 _LOGGER = logging.getLogger(__name__)
@@ -22,7 +26,7 @@ _LOGGER = logging.getLogger(__name__)
 WINDOW_S = 1.5  # long enough for a stable embedding, short enough to sit inside one turn
 HOP_S = 0.75
 MIN_WINDOW_S = 0.5  # a shorter stretch of speech gets its label from its neighbours
-_JOIN_S = 0.5  # segments closer than this are one stretch of speech for windowing
+_JOIN_S = 0.5  # stretches of speech closer than this are one for windowing
 # Clusters whose members are on average at least this similar (cosine) are one speaker:
 # chosen on the pyannote sample and dev-meeting-01, checked on the AMI clips (docs/benchmarks.md).
 SIMILARITY = 0.4
@@ -68,8 +72,9 @@ class Turn:
 def split(segment: Segment, turns: list[Turn]) -> list[Segment]:
     """The segment labelled with its speaker, or cut where the speaker changes inside it.
 
-    whisper.cpp's times are per segment here, not per word, so each word's time is estimated
-    by spreading the segment's words over it by length, and a cut falls between two words.
+    A cut falls between two words: at the gap between their token times when whisper.cpp gave
+    them, else between the words' times estimated by spreading them over the segment by length
+    (a segment read back from the database has no token times).
     """
     if not turns:
         return [segment]
@@ -77,39 +82,39 @@ def split(segment: Segment, turns: list[Turn]) -> list[Segment]:
     # keeping only those covering >= 1 s of it raised the pyannote sample's DER 6.2 -> 10.6 %.
     inside = [t for t in turns if t.overlap(segment.start_s, segment.end_s) > 0]
     words = segment.text.split()
-    duration_s = segment.end_s - segment.start_s
     if len(inside) < 2 or len(words) < 2:
         middle = (segment.start_s + segment.end_s) / 2
         best = max(inside, key=lambda t: t.overlap(segment.start_s, segment.end_s), default=None)
         best = best or min(turns, key=lambda t: t.distance(middle))
-        return [dataclasses.replace(segment, speaker=best.name)]
-    lengths = np.array([len(w) + 1 for w in words], dtype=float)
-    times = segment.start_s + duration_s * (np.cumsum(lengths) - lengths / 2) / lengths.sum()
-    owners = [min(inside, key=lambda t: t.distance(float(time))).name for time in times]
+        return [dataclasses.replace(segment, speaker=best.name, words=())]
+    spans = list(segment.words) if len(segment.words) == len(words) else _estimated(segment)
+    owners = [_owner(inside, start, end).name for start, end in spans]
     pieces: list[Segment] = []
     first = 0
     for index in range(1, len(words) + 1):
         if index < len(words) and owners[index] == owners[first]:
             continue
         start = pieces[-1].end_s if pieces else segment.start_s
-        end = segment.end_s if index == len(words) else float(times[index - 1] + times[index]) / 2
-        pieces.append(Segment(start, end, " ".join(words[first:index]), owners[first]))
+        end = segment.end_s if index == len(words) else (spans[index - 1][1] + spans[index][0]) / 2
+        pieces.append(Segment(start, max(start, end), " ".join(words[first:index]), owners[first]))
         first = index
     return pieces
 
 
-def _regions(segments: tuple[Segment, ...], duration_s: float) -> list[tuple[float, float]]:
-    """Segments' extents, joined where they touch, clipped to the audio."""
-    spans = sorted((max(0.0, s.start_s), min(duration_s, s.end_s)) for s in segments)
-    joined: list[list[float]] = []
-    for start, end in spans:
-        if end <= start:
-            continue
-        if joined and start <= joined[-1][1] + _JOIN_S:
-            joined[-1][1] = max(joined[-1][1], end)
-        else:
-            joined.append([start, end])
-    return [(a, b) for a, b in joined]
+def _estimated(segment: Segment) -> list[tuple[float, float]]:
+    """Each word's span, the segment's time shared out by the words' lengths."""
+    lengths = np.array([len(w) + 1 for w in segment.text.split()], dtype=float)
+    edges = np.concatenate([[0.0], np.cumsum(lengths)]) / lengths.sum()
+    times = segment.start_s + (segment.end_s - segment.start_s) * edges
+    return [(float(a), float(b)) for a, b in itertools.pairwise(times)]
+
+
+def _owner(turns: list[Turn], start_s: float, end_s: float) -> Turn:
+    """The turn holding most of a word, or the nearest to its middle if none holds any."""
+    best = max(turns, key=lambda t: t.overlap(start_s, end_s))
+    if best.overlap(start_s, end_s) > 0:
+        return best
+    return min(turns, key=lambda t: t.distance((start_s + end_s) / 2))
 
 
 def windows(regions: list[tuple[float, float]]) -> list[Window]:
@@ -130,11 +135,14 @@ def windows(regions: list[tuple[float, float]]) -> list[Window]:
 
 
 class SpeakerLabeller:
-    """CAM++ loaded once; label() is safe from several threads at once."""
+    """CAM++ and Silero VAD loaded once; label() is safe from several threads at once."""
 
-    def __init__(self, weights_path: Path, max_speakers: int = 8) -> None:
+    def __init__(
+        self, weights_path: Path, max_speakers: int = 8, vad: SileroModel | None = None
+    ) -> None:
         self._network = CamPlusPlus(weights.load(weights_path))
         self._max_speakers = max_speakers
+        self.vad = vad or load_vad(vad_weights.path(weights_path.parent))
 
     def embed(self, samples: np.ndarray, spans: list[Window]) -> np.ndarray:
         """(len(spans), 192) embeddings of 16 kHz float samples; windows of one length batched."""
@@ -152,44 +160,62 @@ class SpeakerLabeller:
                 out[batch] = self._network.embed(np.stack([f - f.mean(axis=0) for f in feats]))
         return out
 
-    def turns(self, samples: np.ndarray, regions: list[tuple[float, float]]) -> list[Turn]:
-        """Who speaks when inside the regions of speech (see assign)."""
-        spans = windows(regions)
-        return self.assign(spans, self.embed(samples, spans), regions)
+    def turns(
+        self,
+        samples: np.ndarray,
+        speech: list[tuple[float, float]],
+        max_speakers: int | None = None,
+    ) -> list[Turn]:
+        """Who speaks when inside the stretches of speech (see assign)."""
+        spans = windows(speech_regions.joined(speech, _JOIN_S))
+        return self.assign(spans, self.embed(samples, spans), speech, max_speakers)
+
+    def diarize(self, samples: np.ndarray, max_speakers: int | None = None) -> list[Turn]:
+        """Who speaks when in a whole recording: the VAD's speech regions, labelled."""
+        speech = speech_regions.regions(speech_regions.probabilities(self.vad, samples))
+        return self.turns(samples, speech, max_speakers)
 
     def assign(
-        self, spans: list[Window], embeddings: np.ndarray, regions: list[tuple[float, float]]
+        self,
+        spans: list[Window],
+        embeddings: np.ndarray,
+        speech: list[tuple[float, float]],
+        max_speakers: int | None = None,
     ) -> list[Turn]:
-        """Turns from embedded windows: speakers numbered from 1 in order of first appearance,
-        a change of speaker midway between two windows' centres."""
+        """Turns covering exactly the stretches of speech, from embedded windows: speakers
+        numbered from 1 in order of first appearance, a change of speaker midway between two
+        windows' centres, a stretch too short for a window given its nearest window's speaker;
+        at most max_speakers (or the labeller's own cap, if lower)."""
         if not spans:
             return []
-        found = clusters.cluster(embeddings, SIMILARITY, self._max_speakers, MIN_WINDOWS)
+        cap = min(self._max_speakers, max_speakers or self._max_speakers)
+        found = clusters.cluster(embeddings, SIMILARITY, cap, MIN_WINDOWS)
         order = {label: number for number, label in enumerate(dict.fromkeys(found.tolist()), 1)}
         speakers = [order[label] for label in found.tolist()]
+        # Where each window's speaker holds: from midway after the previous window's centre.
+        centres = np.array([w.centre_s for w in spans])
+        bounds = np.concatenate([[-np.inf], (centres[1:] + centres[:-1]) / 2, [np.inf]])
         out: list[Turn] = []
-        for start, end in regions:
-            inside = [
-                (w, k)
-                for w, k in zip(spans, speakers, strict=True)
-                if start <= w.start_s and w.end_s <= end
-            ]
-            edge = start
-            for number, (window, speaker) in enumerate(inside):
-                last = number == len(inside) - 1
-                stop = end if last else (window.centre_s + inside[number + 1][0].centre_s) / 2
-                if out and out[-1].speaker == speaker and out[-1].end_s >= edge:
-                    out[-1] = Turn(out[-1].start_s, stop, speaker)
+        for start, end in speech:
+            first = max(0, int(np.searchsorted(bounds, start, side="right")) - 1)
+            last = min(len(spans) - 1, int(np.searchsorted(bounds, end, side="left")) - 1)
+            for index in range(first, last + 1):
+                piece_start = max(start, float(bounds[index]))
+                piece_end = min(end, float(bounds[index + 1]))
+                if piece_end <= piece_start:
+                    continue
+                if out and out[-1].speaker == speakers[index] and out[-1].end_s >= piece_start:
+                    out[-1] = Turn(out[-1].start_s, piece_end, speakers[index])
                 else:
-                    out.append(Turn(edge, stop, speaker))
-                edge = stop
+                    out.append(Turn(piece_start, piece_end, speakers[index]))
         return out
 
-    def label(self, transcript: Transcript, samples: np.ndarray) -> Transcript:
+    def label(
+        self, transcript: Transcript, samples: np.ndarray, max_speakers: int | None = None
+    ) -> Transcript:
         """The transcript with each segment's speaker ("Speaker 1".."Speaker N"), a segment
-        that spans a change of speaker cut at it; speech is where the segments are."""
-        regions = _regions(transcript.segments, len(samples) / SAMPLE_RATE)
-        return labelled(transcript, self.turns(samples, regions))
+        that spans a change of speaker cut at it; at most max_speakers when given."""
+        return labelled(transcript, self.diarize(samples, max_speakers))
 
 
 class SpeakerTrack:
@@ -198,21 +224,26 @@ class SpeakerTrack:
 
     def __init__(self, labeller: SpeakerLabeller) -> None:
         self._labeller = labeller
-        self._regions: list[tuple[float, float]] = []
+        self._speech: list[tuple[float, float]] = []
         self._windows: list[Window] = []
         self._embeddings: list[np.ndarray] = []
 
     def add(self, samples: np.ndarray, start_s: float) -> None:
         """Embed one stretch of speech: 16 kHz samples starting start_s into the meeting."""
-        local = windows([(0.0, len(samples) / SAMPLE_RATE)])
+        speech = speech_regions.regions(speech_regions.probabilities(self._labeller.vad, samples))
+        local = windows(speech_regions.joined(speech, _JOIN_S))
         self._embeddings.append(self._labeller.embed(samples, local))
         self._windows += [Window(w.start_s + start_s, w.end_s + start_s) for w in local]
-        self._regions.append((start_s, start_s + len(samples) / SAMPLE_RATE))
+        self._speech += [(a + start_s, b + start_s) for a, b in speech]
 
-    def label(self, transcript: Transcript) -> Transcript:
-        """The transcript labelled from the stretches added so far."""
+    def turns(self, max_speakers: int | None = None) -> list[Turn]:
+        """Who spoke when in the stretches added so far."""
         embeddings = np.concatenate(self._embeddings) if self._embeddings else np.zeros((0, 192))
-        return labelled(transcript, self._labeller.assign(self._windows, embeddings, self._regions))
+        return self._labeller.assign(self._windows, embeddings, self._speech, max_speakers)
+
+    def label(self, transcript: Transcript, max_speakers: int | None = None) -> Transcript:
+        """The transcript labelled from the stretches added so far."""
+        return labelled(transcript, self.turns(max_speakers))
 
 
 def labelled(transcript: Transcript, turns: list[Turn]) -> Transcript:

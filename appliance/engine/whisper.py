@@ -95,6 +95,9 @@ class Context:
         )
         for name, value in options.whisper_params().items():
             setattr(params, name, value)
+        # Per-token times, where speaker turns cut a segment; computed after decoding, they
+        # leave the words as they were (dev-meeting-01: byte-identical text, a test).
+        params.token_timestamps = True
 
     def decode(self, samples: np.ndarray, language: str, threads: int) -> Decoded:
         """Decode one window (at most 30 s) with `threads` threads; times are the window's.
@@ -112,11 +115,23 @@ class Context:
                 pw.whisper_full_get_segment_t0(ctx, i),
                 pw.whisper_full_get_segment_t1(ctx, i),
                 pw.whisper_full_get_segment_text(ctx, i),
+                self._tokens(i),
             )
             for i in range(pw.whisper_full_n_segments(ctx))
         )
         lang_id = pw.whisper_full_lang_id(ctx)
         return Decoded(segments, (pw.whisper_lang_str(lang_id) or "") if lang_id >= 0 else "")
+
+    def _tokens(self, segment: int) -> list[tuple[int, int, bytes]]:
+        """(t0, t1 in 10 ms ticks, bytes) of each text token of a decoded segment."""
+        pw, ctx = self._pw, self._ctx
+        last_text = pw.whisper_token_eot(ctx)  # special tokens ([_BEG_], [_TT_..]) follow it
+        out = []
+        for index in range(pw.whisper_full_n_tokens(ctx, segment)):
+            data = pw.whisper_full_get_token_data(ctx, segment, index)
+            if data.id < last_text:
+                out.append((data.t0, data.t1, pw.whisper_token_to_bytes(ctx, data.id)))
+        return out
 
     def log_timings(self, reset: bool = True) -> None:
         """Have whisper.cpp log its time per stage (mel, encode, decode) since the last reset."""

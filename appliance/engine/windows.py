@@ -79,7 +79,10 @@ class Window:
         out = []
         for seg in decoded:
             start = self.to_recording(seg.start_s)
-            out.append(Segment(start, max(self.to_recording(seg.end_s), start), seg.text))
+            words = tuple((self.to_recording(a), self.to_recording(b)) for a, b in seg.words)
+            out.append(
+                Segment(start, max(self.to_recording(seg.end_s), start), seg.text, None, words)
+            )
         return out
 
 

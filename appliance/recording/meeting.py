@@ -111,6 +111,7 @@ class Recording:
         offset_s: float = 0.0,
         queue_segments: int = 8,
         on_speech: Callable[[np.ndarray, float], None] | None = None,
+        on_transcribed: Callable[[list[Segment]], None] | None = None,
     ) -> None:
         self.meeting = meeting
         self.db = db
@@ -124,6 +125,8 @@ class Recording:
         # Each speech segment as it is found (samples, meeting time), on a worker thread: the
         # speaker embeddings are computed while the meeting runs, not after it.
         self.on_speech = on_speech
+        # Each batch of segments as stored, with what the database does not keep (word times).
+        self.on_transcribed = on_transcribed
         self.language = None if meeting.language == "auto" else meeting.language
         self._language_stored = self.language is not None
         self.audio_s = offset_s
@@ -293,4 +296,6 @@ class Recording:
                 self._language_stored = True
             # transcribed_s is committed with the text: recovery resumes exactly after it.
             self.db.add_segments(self.meeting.id, heard.segments, batch[-1].end_s)
+            if self.on_transcribed is not None:
+                self.on_transcribed(heard.segments)
             self.transcribed_s = max(self.transcribed_s, batch[-1].end_s)

@@ -24,7 +24,7 @@ from appliance.recording.meeting import Engine, Recording
 from appliance.recording.segmenter import Segmenter
 from appliance.recording.spool import DiskFullError, Spool
 from appliance.service import faults, recovery
-from appliance.service.speaker_turns import MeetingSpeakers
+from appliance.service.speaker_turns import MeetingSpeakers, attendee_cap
 from appliance.store import DELIVERING, DONE, FAILED, FINISHING, UNFINISHED, Database, Meeting
 from appliance.transcript import FORMATS, Gap, render
 
@@ -252,6 +252,7 @@ class Meetings:
             spool,
             queue_segments=self.config.transcriber.queue_segments,
             on_speech=speakers.add if speakers else None,
+            on_transcribed=speakers.heard if speakers else None,
         )
         self._current_task = self.track(self._record(self.current))
         _LOGGER.info("meeting %d started (%s)", meeting.id, meeting.source)
@@ -290,7 +291,8 @@ class Meetings:
         if speakers := self._speakers.pop(meeting_id, None):
             # Clustering off the loop; the database only on it, like every other write.
             transcript = self.db.transcript(meeting_id)
-            labelled = await asyncio.to_thread(speakers.label, transcript)
+            cap = await asyncio.to_thread(attendee_cap, self.config, recording.meeting.started_at)
+            labelled = await asyncio.to_thread(speakers.label, transcript, cap)
             if labelled is not None:
                 self.db.label_segments(meeting_id, labelled.segments)
         await self.deliver(meeting_id)
@@ -309,10 +311,8 @@ class Meetings:
         return bool(meeting.error) and not self.db.last_line(meeting.id)
 
     async def deliver(self, meeting_id: int, again: bool = False) -> None:
-        """Give a finished meeting to the outbox; enqueue is idempotent, so a retry is safe
-        (again: a new message in place of the one sent, for `resend`).
-
-        A failed meeting is sent too: the organiser learns why there is no transcript."""
+        """Give a finished meeting to the outbox (a failed one too: the organiser learns why);
+        enqueue is idempotent, so a retry is safe; again: a new message, for `resend`."""
         self.db.set_state(meeting_id, DELIVERING)
         meeting = self.db.meeting(meeting_id)
         await self.outbox.enqueue_async(meeting, self.db.transcript(meeting_id), again)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from appliance import languages
@@ -10,6 +12,7 @@ from appliance.errors import UsageError
 from appliance.recording import spool as spool_file
 from appliance.recording.meeting import Recording, SpoolReplay
 from appliance.service import faults
+from appliance.service.speaker_turns import attendee_cap, label_spooled
 from appliance.store import DELIVERING, FINISHING, UNFINISHED, Meeting
 
 if TYPE_CHECKING:
@@ -59,7 +62,21 @@ async def _recover(meetings: Meetings, meeting: Meeting) -> None:
             queue_segments=meetings.config.transcriber.queue_segments,
         )
         await meetings.track(replay.run())
+        if meetings.labeller is not None:
+            await _label(meetings, meeting, path)
     await meetings.deliver(meeting.id)
+
+
+async def _label(meetings: Meetings, meeting: Meeting, path: Path) -> None:
+    """Speaker labels from the spooled audio: the embeddings gathered live died with the
+    process. Clustering off the loop, the database on it; a failure drops the labels only."""
+    cap = await asyncio.to_thread(attendee_cap, meetings.config, meeting.started_at)
+    transcript = meetings.db.transcript(meeting.id)
+    labelled = await asyncio.to_thread(
+        label_spooled, meetings.labeller, meeting.id, path, transcript, cap
+    )
+    if labelled is not None:
+        meetings.db.label_segments(meeting.id, labelled.segments)
 
 
 async def _give_up(meetings: Meetings, meeting: Meeting, reason: str) -> None:
