@@ -4,12 +4,14 @@ benchmarks.run measures one configuration after the other, so a neighbour's load
 and goes on a shared machine can land on one engine only. Here one process loads the default
 whisper.cpp engine (as `appliance transcribe` runs it) and faster-whisper int8 on the same
 tiny.en weights, then transcribes each dev meeting with each in turn, ROUNDS times; the ratio
-is taken between the medians. Writes the "Meeting time, engines taking turns" section.
+is taken between the medians, of wall time and of the process's CPU seconds (which a
+neighbour's load inflates far less). Writes the "Meeting time, engines taking turns" section.
 """
 
 from __future__ import annotations
 
 import argparse
+import resource
 import statistics
 import sys
 import tempfile
@@ -33,10 +35,18 @@ HEADING = "## Meeting time, engines taking turns"
 _SETTLE_S = 2.0
 
 
-def measure(
-    model: Path, threads: int, rounds: int, scratch: Path
-) -> dict[str, dict[str, tuple[list[float], float]]]:
-    """Per meeting and engine: seconds per transcription, round by round, and the WER."""
+Runs = tuple[list[float], list[float], float]  # wall s and CPU s per run, and the WER
+
+
+def _cpu() -> float:
+    """CPU seconds of the whole process (every thread), user and system."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def measure(model: Path, threads: int, rounds: int, scratch: Path) -> dict[str, dict[str, Runs]]:
+    """Per meeting and engine: wall and CPU seconds per transcription, round by round, and the
+    WER."""
     fw = peer.load(peer.model_folder(catalog.DEFAULT_MODEL, scratch), "int8", threads)
     segmenter = Segmenter(silero.path(model.parent))
     results = {}
@@ -56,19 +66,21 @@ def measure(
             reference = meeting.with_suffix(".txt").read_text(encoding="utf-8")
             texts = {name: run() for name, run in engines.items()}  # warm-up, not timed
             times: dict[str, list[float]] = {name: [] for name in engines}
+            cpu: dict[str, list[float]] = {name: [] for name in engines}
             for done in range(1, rounds + 1):
                 for name, run in engines.items():
                     time.sleep(_SETTLE_S)
-                    started = time.perf_counter()
+                    started, cpu_started = time.perf_counter(), _cpu()
                     run()
                     times[name].append(time.perf_counter() - started)
+                    cpu[name].append(_cpu() - cpu_started)
                 print(
                     f"bench interleaved: {meeting.name} round {done}/{rounds}",
                     file=sys.stderr,
                     flush=True,
                 )
             results[meeting.name] = {
-                name: (times[name], _wer(reference, texts[name])) for name in engines
+                name: (times[name], cpu[name], _wer(reference, texts[name])) for name in engines
             }
     return results
 
@@ -80,29 +92,29 @@ def _wer(reference: str, hypothesis: str) -> float:
     return 100 * (out.substitutions + out.deletions + out.insertions) / len(ref.split())
 
 
-def render(
-    results: dict[str, dict[str, tuple[list[float], float]]], machine: dict, command: str
-) -> str:
-    """The report section: per meeting, medians, every run, WER and each engine's ratio."""
+def render(results: dict[str, dict[str, Runs]], machine: dict, command: str) -> str:
+    """The report section: per meeting, medians, every run, WER and each engine's ratios."""
     lines = [
         HEADING,
         "",
         f"`{command}` on {machine.get('cpu', 'this machine')}, {machine.get('cores', '?')} cores, "
         f"load average at the start {machine['load_average'][0]:.2f}: one process, each dev "
         f"meeting transcribed by each engine in turn, after one untimed warm-up each and a "
-        f"{_SETTLE_S:.0f} s pause before each run.",
+        f"{_SETTLE_S:.0f} s pause before each run. *CPU s*: the process's CPU seconds (every "
+        "thread) per run, median.",
         "",
-        "| meeting | engine | median s | runs s | WER | whisper.cpp / this |",
-        "| --- | --- | ---: | --- | ---: | ---: |",
+        "| meeting | engine | median s | runs s | CPU s | WER | whisper.cpp / this | in CPU s |",
+        "| --- | --- | ---: | --- | ---: | ---: | ---: | ---: |",
     ]
     for meeting, engines in results.items():
-        ours_s = statistics.median(next(iter(engines.values()))[0])
-        for name, (runs, wer) in engines.items():
-            median = statistics.median(runs)
+        ours_runs, ours_cpu, _ = next(iter(engines.values()))
+        ours_s, ours_cpu_s = statistics.median(ours_runs), statistics.median(ours_cpu)
+        for name, (runs, cpu, wer) in engines.items():
+            median, cpu_s = statistics.median(runs), statistics.median(cpu)
             lines.append(
                 f"| {meeting} | {name} | {median:.2f} | "
-                f"{', '.join(f'{r:.2f}' for r in runs)} | {wer:.1f} % | "
-                f"{ours_s / median:.2f} |"
+                f"{', '.join(f'{r:.2f}' for r in runs)} | {cpu_s:.2f} | {wer:.1f} % | "
+                f"{ours_s / median:.2f} | {ours_cpu_s / cpu_s:.2f} |"
             )
     return "\n".join(lines) + "\n"
 

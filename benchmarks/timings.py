@@ -28,7 +28,7 @@ QUANTS = ("f16", "q8_0", "q5_1", "q5_0", "q4_0")
 _TIMING = re.compile(r"(\w+) time =\s*([\d.]+) ms(?: /\s*(\d+) runs)?")
 
 
-class _Lines(logging.Handler):
+class Lines(logging.Handler):
     """Keeps the lines whisper.cpp logs."""
 
     def __init__(self) -> None:
@@ -40,17 +40,19 @@ class _Lines(logging.Handler):
 
 
 def stages(lines: list[str]) -> dict[str, tuple[float, int]]:
-    """{stage: (ms, runs)} from whisper_print_timings lines."""
-    found = {}
+    """{stage: (ms, runs)} from whisper_print_timings lines, summed over the contexts that
+    printed them (one per worker)."""
+    found: dict[str, tuple[float, int]] = {}
     for line in lines:
         if "whisper_print_timings" in line and (m := _TIMING.search(line)):
-            found[m.group(1)] = (float(m.group(2)), int(m.group(3) or 1))
+            ms, runs = found.get(m.group(1), (0.0, 0))
+            found[m.group(1)] = (ms + float(m.group(2)), runs + int(m.group(3) or 1))
     return found
 
 
 def measure(model: Path, threads: int) -> dict:
     """Time the meeting on one model; whisper.cpp's stage timings and how many tensors it repacked."""
-    log = _Lines()
+    log = Lines()
     whisper_log = logging.getLogger("whisper.cpp")
     whisper_log.addHandler(log)
     whisper_log.setLevel(logging.DEBUG)

@@ -1,4 +1,4 @@
-"""benchmarks.interleaved: the ratio is taken between medians, whatever one slow run did."""
+"""benchmarks.interleaved: the ratios are taken between medians, whatever one slow run did."""
 
 from benchmarks.interleaved import HEADING, render
 
@@ -8,20 +8,20 @@ MACHINE = {"cpu": "AMD EPYC", "cores": 2, "load_average": [0.05, 0.1, 0.1]}
 def test_ratio_between_medians_with_every_run_shown_per_meeting():
     results = {
         "m1.flac": {
-            "whisper.cpp": ([6.0, 5.0, 9.0], 25.0),
-            "faster-whisper": ([10.0, 11.0, 30.0], 60.5),
+            "whisper.cpp": ([6.0, 5.0, 9.0], [8.0, 9.0, 10.0], 25.0),
+            "faster-whisper": ([10.0, 11.0, 30.0], [20.0, 18.0, 60.0], 60.5),
         },
         "m2.flac": {
-            "whisper.cpp": ([2.0, 2.0, 2.0], 30.0),
-            "faster-whisper": ([4.0, 3.0, 5.0], 40.25),
+            "whisper.cpp": ([2.0, 2.0, 2.0], [3.0, 3.0, 3.0], 30.0),
+            "faster-whisper": ([4.0, 3.0, 5.0], [6.0, 4.0, 5.0], 40.25),
         },
     }
     text = render(results, MACHINE, "python -m benchmarks.interleaved")
     assert text.startswith(HEADING + "\n")
     rows = [line for line in text.splitlines() if line.startswith("| m") and ".flac" in line]
     assert rows == [
-        "| m1.flac | whisper.cpp | 6.00 | 6.00, 5.00, 9.00 | 25.0 % | 1.00 |",
-        "| m1.flac | faster-whisper | 11.00 | 10.00, 11.00, 30.00 | 60.5 % | 0.55 |",
-        "| m2.flac | whisper.cpp | 2.00 | 2.00, 2.00, 2.00 | 30.0 % | 1.00 |",
-        "| m2.flac | faster-whisper | 4.00 | 4.00, 3.00, 5.00 | 40.2 % | 0.50 |",
+        "| m1.flac | whisper.cpp | 6.00 | 6.00, 5.00, 9.00 | 9.00 | 25.0 % | 1.00 | 1.00 |",
+        "| m1.flac | faster-whisper | 11.00 | 10.00, 11.00, 30.00 | 20.00 | 60.5 % | 0.55 | 0.45 |",
+        "| m2.flac | whisper.cpp | 2.00 | 2.00, 2.00, 2.00 | 3.00 | 30.0 % | 1.00 | 1.00 |",
+        "| m2.flac | faster-whisper | 4.00 | 4.00, 3.00, 5.00 | 5.00 | 40.2 % | 0.50 | 0.60 |",
     ]

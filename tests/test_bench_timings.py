@@ -27,3 +27,13 @@ def test_stage_timings_of_one_clip_then_reset(tiny_en_installed, caplog):
     assert windows == 1 and encode_ms > 0  # the 11 s clip is one window
     assert tokens >= len(text.split()) and decode_ms > 0
     assert after_reset["encode"][0] == 0.0  # (whisper.cpp reports at least 1 run)
+
+
+def test_stage_timings_of_several_workers_add_up():
+    lines = [
+        "whisper_print_timings:   encode time =  600.50 ms /     2 runs (   300.25 ms per run)",
+        "whisper_print_timings:   encode time =  300.00 ms /     1 runs (   300.00 ms per run)",
+        "whisper_print_timings:      mel time =    20.00 ms",
+        "some other line: decode time = 5.00 ms / 1 runs",
+    ]
+    assert stages(lines) == {"encode": (900.5, 3), "mel": (20.0, 1)}

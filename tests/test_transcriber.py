@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,7 @@ import pytest
 
 from appliance import cli
 from appliance.engine.transcriber import DecodeOptions, Timing, Transcriber
-from appliance.engine.windows import pack
+from appliance.engine.windows import pack, packed
 from appliance.evaluate import read_manifest
 from appliance.models import catalog
 from appliance.recording.audio import SAMPLE_RATE, load
@@ -101,6 +102,47 @@ def test_a_file_of_one_window_gets_every_workers_thread(pair, clips, meeting_spe
     pair.decoded.clear()
     pair.transcribe(meeting_speech)  # three windows: one thread each, side by side
     assert len(pair.decoded) >= 3 and {d.threads for d in pair.decoded} == {1}
+
+
+def test_windows_are_packed_as_the_speech_arrives(meeting_speech) -> None:
+    taken = []
+
+    def arriving():
+        for segment in meeting_speech:
+            taken.append(segment)
+            yield segment
+
+    windows = packed(arriving())
+    first = next(windows)
+    # Out as soon as the segment after it did not fit: before the rest of the speech was found.
+    assert len(taken) == len(first.pieces) + 1 < len(meeting_speech)
+    whole = pack(meeting_speech)
+    streamed = [first, *windows]
+    assert [w.pieces for w in streamed] == [w.pieces for w in whole]
+    assert all(np.array_equal(a.samples, b.samples) for a, b in zip(streamed, whole, strict=True))
+
+
+class _TimedSegmenter(Segmenter):
+    """A real Segmenter that notes when its stream ran out (a seam for the timing only)."""
+
+    exhausted = 0.0
+
+    def stream(self, samples):
+        yield from super().stream(samples)
+        self.exhausted = time.perf_counter()
+
+
+def test_a_file_is_decoded_while_its_speech_is_still_being_found(pair) -> None:
+    segmenter = _TimedSegmenter()
+    pair.decoded.clear()
+    done = []
+    transcript = pair.transcribe_file(MEETING, segmenter, progress=lambda d, t: done.append((d, t)))
+    # The meeting's first windows reached the workers while its last minutes were being scored.
+    assert min(d.started for d in pair.decoded) < segmenter.exhausted
+    sequential = pair.transcribe(Segmenter().segments(load(MEETING))).segments
+    assert list(transcript.segments) == sequential and len(sequential) > 20
+    duration = round(transcript.duration_s)
+    assert done[-1] == (duration, duration) and [d for d, _ in done] == sorted(d for d, _ in done)
 
 
 def test_a_window_decodes_the_same_whatever_was_decoded_before(

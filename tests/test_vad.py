@@ -164,6 +164,29 @@ def test_chunk_by_chunk_and_whole_file_agree(meeting, meeting_segments, chunk_by
             assert np.array_equal(file.samples, live.samples[: file.samples.size])
 
 
+def test_stream_gives_what_one_push_of_the_whole_file_gives(meeting, meeting_segments):
+    # stream() scores the recording a chunk at a time so decoding can start early; its segments
+    # must be those of the whole file pushed at once, sample for sample.
+    segmenter = Segmenter()
+    whole = segmenter.push(float_to_pcm16(meeting)) + segmenter.flush()
+    duration_s = meeting.size / SAMPLE_RATE
+    assert len(whole) == len(meeting_segments) > 20
+    for one_push, streamed in zip(whole, meeting_segments, strict=True):
+        assert streamed.start_s == one_push.start_s
+        assert streamed.end_s == min(one_push.end_s, duration_s)
+        assert np.array_equal(streamed.samples, one_push.samples[: streamed.samples.size])
+
+
+def test_a_stream_left_early_leaves_the_segmenter_afresh(meeting, meeting_segments):
+    segmenter = Segmenter()
+    stream = segmenter.stream(meeting)
+    first = next(stream)
+    assert first.start_s == meeting_segments[0].start_s and first.end_s < 60
+    stream.close()
+    again = segmenter.segments(meeting)
+    assert [(s.start_s, s.end_s) for s in again] == [(s.start_s, s.end_s) for s in meeting_segments]
+
+
 def test_flush_closes_open_speech_at_the_last_frame(jfk):
     segmenter = Segmenter()
     assert segmenter.push(float_to_pcm16(jfk[: round(1.5 * SAMPLE_RATE)])) == []

@@ -12,7 +12,7 @@ behind.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -120,25 +120,40 @@ def fitting(sizes: Iterable[int], window_s: float = WINDOW_S) -> int:
 
 def pack(segments: Iterable[Speech], window_s: float = WINDOW_S) -> list[Window]:
     """Pack consecutive speech segments, each levelled, into windows of at most window_s s."""
-    gap = np.zeros(int(SEPARATOR_S * SAMPLE_RATE), dtype=np.float32)
-    limit = int(window_s * SAMPLE_RATE)
-    todo = list(segments)
-    windows: list[Window] = []
+    return list(packed(segments, window_s))
+
+
+def packed(segments: Iterable[Speech], window_s: float = WINDOW_S) -> Iterator[Window]:
+    """pack() as the segments arrive: each window once the segment after it is known not to fit
+    (or the segments end), so the first is decoded while later speech is still being found."""
+    todo: list[Speech] = []
+    for segment in segments:
+        todo.append(segment)
+        count = fitting((np.asarray(s.samples).size for s in todo), window_s)
+        if count < len(todo):
+            yield _window(todo[:count], window_s)
+            del todo[:count]
     while todo:
         count = fitting((np.asarray(s.samples).size for s in todo), window_s)
-        parts: list[np.ndarray] = []
-        pieces: list[Piece] = []
-        used = 0
-        for segment in todo[:count]:
-            samples = level(np.asarray(segment.samples, dtype=np.float32)[:limit])
-            if parts:
-                parts.append(gap)
-                used += gap.size
-            pieces.append(
-                Piece(used / SAMPLE_RATE, segment.start_s, samples.size / SAMPLE_RATE, segment)
-            )
-            parts.append(samples)
-            used += samples.size
-        windows.append(Window(np.concatenate(parts), tuple(pieces)))
+        yield _window(todo[:count], window_s)
         del todo[:count]
-    return windows
+
+
+def _window(segments: Sequence[Speech], window_s: float) -> Window:
+    """One window of these segments, each levelled and cut to window_s, separators between."""
+    gap = np.zeros(int(SEPARATOR_S * SAMPLE_RATE), dtype=np.float32)
+    limit = int(window_s * SAMPLE_RATE)
+    parts: list[np.ndarray] = []
+    pieces: list[Piece] = []
+    used = 0
+    for segment in segments:
+        samples = level(np.asarray(segment.samples, dtype=np.float32)[:limit])
+        if parts:
+            parts.append(gap)
+            used += gap.size
+        pieces.append(
+            Piece(used / SAMPLE_RATE, segment.start_s, samples.size / SAMPLE_RATE, segment)
+        )
+        parts.append(samples)
+        used += samples.size
+    return Window(np.concatenate(parts), tuple(pieces))

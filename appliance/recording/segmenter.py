@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
@@ -22,7 +23,7 @@ from appliance import paths
 from appliance.errors import AudioError, UsageError
 from appliance.models import silero as silero_weights
 from appliance.recording.audio import SAMPLE_RATE, float_to_pcm16, pcm16_to_float
-from appliance.recording.silero import FRAME_SAMPLES, SileroModel, load
+from appliance.recording.silero import BLOCK_FRAMES, FRAME_SAMPLES, SileroModel, load
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -40,6 +41,9 @@ _HYSTERESIS = 0.15
 # A segment that reaches max_segment_s is cut where the score is lowest in its last seconds.
 _SPLIT_SEARCH_S = 5.0
 _SPLIT_SMOOTH_FRAMES = 5
+# stream() pushes a recording this much at a time (about 33 s): whole Silero calls, so the
+# model sees the blocks one push of the whole recording would give it.
+_STREAM_FRAMES = 16 * BLOCK_FRAMES
 
 
 @dataclass(frozen=True, eq=False)
@@ -184,6 +188,11 @@ class Segmenter:
 
     def segments(self, samples: np.ndarray) -> list[SpeechSegment]:
         """Every segment of a whole recording (float32 16 kHz), through the same path as push()."""
+        return list(self.stream(samples))
+
+    def stream(self, samples: np.ndarray) -> Iterator[SpeechSegment]:
+        """segments() one by one as the recording is scored, so a consumer can start on the
+        first while the rest is still being found."""
         if self._index or self._pending:
             raise UsageError(
                 "segments() needs a Segmenter with no stream in progress; call flush() first"
@@ -191,8 +200,18 @@ class Segmenter:
         samples = np.asarray(samples, dtype=np.float32)
         if samples.ndim != 1:
             raise AudioError(f"samples must be mono (one dimension), got shape {samples.shape}")
-        completed = self.push(float_to_pcm16(samples)) + self.flush()
-        return [_clamp(segment, samples.size) for segment in completed]
+        step = _STREAM_FRAMES * FRAME_SAMPLES
+        finished = False
+        try:
+            for first in range(0, samples.size, step):
+                for segment in self.push(float_to_pcm16(samples[first : first + step])):
+                    yield _clamp(segment, samples.size)
+            for segment in self.flush():
+                yield _clamp(segment, samples.size)
+            finished = True
+        finally:
+            if not finished:  # the consumer stopped early: the next stream starts afresh
+                self._reset()
 
     def _score(self, frames: np.ndarray) -> list[SpeechSegment]:
         completed = []

@@ -13,7 +13,7 @@ FRAME_SAMPLES = 512  # 32 ms at 16 kHz: the frame the model was trained on
 CONTEXT_SAMPLES = 64  # each frame is scored with the last 64 samples of the one before
 # Frames per call (2 s): onnxruntime keeps the activations of the largest call it has made,
 # 1.5 MB for 64 frames against 15 MB for 512 (its limit), for 10 % more time on a whole file.
-_BLOCK_FRAMES = 64
+BLOCK_FRAMES = 64
 _STATE_SHAPE = (1, 1, 128)
 
 
@@ -40,8 +40,8 @@ class SileroModel:
     def probabilities(self, frames: np.ndarray, state: SileroState) -> np.ndarray:
         """Speech probability of each row of frames (n x 512 float32), continuing state."""
         out = []
-        for first in range(0, len(frames), _BLOCK_FRAMES):
-            block = frames[first : first + _BLOCK_FRAMES]
+        for first in range(0, len(frames), BLOCK_FRAMES):
+            block = frames[first : first + BLOCK_FRAMES]
             context = np.empty((len(block), CONTEXT_SAMPLES), dtype=np.float32)
             context[0] = state.context
             context[1:] = block[:-1, -CONTEXT_SAMPLES:]
