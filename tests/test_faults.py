@@ -143,7 +143,8 @@ def small_disk(tmp_path):
     subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
-def test_a_full_disk_delivers_what_was_captured_with_a_note(make_daemon, server, small_disk):
+def _meeting_on_a_small_disk(make_daemon, server, small_disk):
+    """A daemon with state_dir on the small disk, recording the meeting at 8x for Anna."""
     server.start()
     # The audio kept for a day, so the full disk stays full after the hand-off.
     daemon = make_daemon(_smtp_config(server), storage="min_free_mb = 2\nkeep_audio_days = 1\n")
@@ -151,9 +152,13 @@ def test_a_full_disk_delivers_what_was_captured_with_a_note(make_daemon, server,
         daemon.config.read_text().replace(str(daemon.root / "state"), str(small_disk / "state"))
     )
     daemon.start()
-    meeting_id = int(
+    return daemon, int(
         daemon.cli("start", "--from-file", str(MEETING), "--speed", "8", "--to", ANNA).stdout
     )
+
+
+def test_a_full_disk_delivers_what_was_captured_with_a_note(make_daemon, server, small_disk):
+    daemon, meeting_id = _meeting_on_a_small_disk(make_daemon, server, small_disk)
     # 6 MB less the 1 MB kept back hold about 150 s of the meeting's 334 s.
     done = daemon.wait_for_state(meeting_id, ("done",), 300)
     assert 60 < done["audio_s"] < 200
@@ -169,15 +174,7 @@ def test_a_full_disk_delivers_what_was_captured_with_a_note(make_daemon, server,
 
 
 def test_a_crash_while_the_disk_is_full_keeps_the_note(make_daemon, server, small_disk):
-    server.start()
-    daemon = make_daemon(_smtp_config(server), storage="min_free_mb = 2\nkeep_audio_days = 1\n")
-    daemon.config.write_text(
-        daemon.config.read_text().replace(str(daemon.root / "state"), str(small_disk / "state"))
-    )
-    daemon.start()
-    meeting_id = int(
-        daemon.cli("start", "--from-file", str(MEETING), "--speed", "8", "--to", ANNA).stdout
-    )
+    daemon, meeting_id = _meeting_on_a_small_disk(make_daemon, server, small_disk)
     daemon.wait_for_status(
         lambda s: any("the disk is full" in p for p in s["problems"]), 300, "the disk full"
     )
