@@ -261,7 +261,8 @@ def test_upload_trims_and_transcribes(box, engine):
         while time.monotonic() < deadline:
             async with http.get(page) as response:
                 text = await response.text()
-            if "fellow" in text.lower() and "finishing" not in text and "recording" not in text:
+            busy = any(f", {state}</p>" in text for state in ("recording", "finishing"))
+            if "fellow" in text.lower() and not busy:
                 break
             await asyncio.sleep(0.5)
         assert "Trimmed" in text and "0:00:05" in text and "fellow" in text.lower()
