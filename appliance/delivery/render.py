@@ -239,11 +239,11 @@ class Renderer:
 
 
 def _set_subject(message: EmailMessage, subject: str) -> None:
-    """The Subject, folded so that the spaces between non-ASCII words survive.
+    """The Subject, its spaces kept however long it is.
 
-    The email package's own folder drops the space where it splits a run of encoded
-    words (CPython's header refolding), so a long non-ASCII subject is encoded here,
-    the spaces inside the encoded words, and stored pre-folded.
+    CPython's header refolding drops the space where it splits a run of encoded words, so a
+    long non-ASCII subject lost spaces ("Möte om å, ä och ö" eleven times over). Such a
+    subject is encoded here, the spaces inside the encoded words, and stored pre-folded.
     """
     if subject.isascii():
         message["Subject"] = subject
