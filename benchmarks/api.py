@@ -29,7 +29,7 @@ import soundfile
 
 from appliance.evaluate import Clip, normalize, read_manifest
 from benchmarks import report_sections
-from benchmarks.appliance_cli import APPLIANCE, cli
+from benchmarks.appliance_cli import APPLIANCE, check_running, cli, running
 from benchmarks.machine import command_line, describe
 
 SECTION = "## HTTP API"
@@ -130,25 +130,17 @@ def transcribe_api(clips: list[Clip], args: argparse.Namespace, scratch: Path) -
         f'[web]\nlisten = "127.0.0.1:{port}"\nmax_queue = {max(20, args.clients)}\n'
     )
     token = cli(config, "tokens", "add", "bench").strip()
-    log = open(scratch / "daemon.log", "wb")  # noqa: SIM115 (the daemon writes it until stopped)
-    daemon = subprocess.Popen([*APPLIANCE, "run", "--config", str(config)], stdout=log, stderr=log)
+    log = scratch / "daemon.log"
     base = f"http://127.0.0.1:{port}"
-    try:
+    with running(config, log) as daemon:
         while True:
-            if daemon.poll() is not None:
-                raise SystemExit((scratch / "daemon.log").read_text())
+            check_running(daemon, log)
             try:
                 with socket.create_connection(("127.0.0.1", port), timeout=1):
                     break
             except OSError:
                 time.sleep(0.3)
         measured = asyncio.run(_post_all(base, token, clips, args.clients))
-        daemon.terminate()
-        daemon.wait(120)
-    finally:
-        if daemon.poll() is None:
-            daemon.kill()
-        log.close()
     return measured
 
 

@@ -21,7 +21,7 @@ import soundfile
 
 from appliance.recording import audio
 from benchmarks import proc, report_sections
-from benchmarks.appliance_cli import APPLIANCE, cli
+from benchmarks.appliance_cli import APPLIANCE, check_running, cli, running
 from benchmarks.machine import command_line, describe
 
 _ROOT = Path(__file__).resolve().parent.parent
@@ -58,14 +58,12 @@ def measure(minutes: float, speed: float, threads: int, scratch: Path) -> dict:
         f'"{scratch / "control.sock"}"\n[transcriber]\nthreads = {threads}\n'
         "[speakers]\nenabled = true\n"
     )
-    log = open(scratch / "daemon.log", "wb")  # noqa: SIM115 (the daemon writes it until killed)
-    daemon = subprocess.Popen([*APPLIANCE, "run", "--config", str(config)], stdout=log, stderr=log)
-    try:
+    log = scratch / "daemon.log"
+    with running(config, log) as daemon:
         while subprocess.run(
             [*APPLIANCE, "status", "--config", str(config)], capture_output=True
         ).returncode:
-            if daemon.poll() is not None:
-                raise SystemExit((scratch / "daemon.log").read_text())
+            check_running(daemon, log)
             time.sleep(0.3)
         idle_rss, _, cpu_before = _proc(daemon.pid)
         cli(
@@ -99,16 +97,10 @@ def measure(minutes: float, speed: float, threads: int, scratch: Path) -> dict:
         _, peak_kb, _ = _proc(daemon.pid)
         meetings = json.loads(cli(config, "meetings", "--json"))
         final = json.loads(cli(config, "show", str(meetings[-1]["id"]), "--format", "json"))
-        daemon.terminate()
-        daemon.wait(120)
-    finally:
-        if daemon.poll() is None:
-            daemon.kill()
-        log.close()
     audio_s = meetings[-1]["audio_s"]
     cpu_s = cpu_recording - cpu_before
     # The daemon's own line (service/speaker_turns.py): the part of stop-to-final spent on it.
-    labelled = re.findall(r"labelled in ([0-9.]+) s", (scratch / "daemon.log").read_text())
+    labelled = re.findall(r"labelled in ([0-9.]+) s", log.read_text())
     return {
         "audio_s": round(audio_s, 1),
         "speed": speed,
