@@ -42,8 +42,8 @@ MEETING_TURNS = DATA / "diarization" / "dev-meeting-01.clips.rttm"
 AMI = sorted((DATA / "speech" / "ami_meetings").glob("*.flac"))
 # Pi 4 projection: the same per-core factor as the parallel benchmark's projection assumes.
 PI_CORE_SPEED = 0.2
-# The AMI clips the speech-region threshold was chosen on (appliance/engine/speech_regions.py);
-# the other five check it.
+# The AMI clips the speech-region threshold (appliance/engine/speech_regions.py) and the turn
+# gap (appliance/engine/speakers.py) were chosen on; the other five check them.
 TUNED_ON = ("EN2001a", "EN2001e", "EN2003a", "EN2004a", "EN2005a")
 _STEP_S = 0.01
 
@@ -164,7 +164,8 @@ def render_section(
         "speakers: speech regions where Silero's raw score per 32 ms frame is at least "
         f"{speech_regions.THRESHOLD} (pauses under {speech_regions.MIN_GAP_S} s kept, stretches "
         f"under {speech_regions.MIN_SPEECH_S} s dropped), CAM++ in numpy on 1.5 s windows every "
-        "0.75 s over them, average-linkage clustering; each region labelled by its windows. The "
+        "0.75 s over them, average-linkage clustering; each region labelled by its windows, a "
+        f"speaker's turn holding pauses under {speakers.TURN_GAP_S} s. The "
         "speaker turns are scored by pyannote.metrics: DER with a "
         f"{COLLAR_S} s collar each side of every reference boundary, overlapped speech scored. "
         "`floor` is the DER of the reference itself cut to one speaker per moment: overlap "
@@ -196,8 +197,8 @@ def render_section(
     added = max(c["added_mb"] for _, _, c in rows)
     lines += [
         "",
-        f"- AMI clips, all {len(ami)}: {_summary(ami)}. The five the threshold was chosen on "
-        f"({', '.join(TUNED_ON)}): {_summary(tuned)}; the other five, which checked it: "
+        f"- AMI clips, all {len(ami)}: {_summary(ami)}. The five the settings were chosen on "
+        f"({', '.join(TUNED_ON)}): {_summary(tuned)}; the other five, which checked them: "
         f"{_summary(checked)}.",
         "- Where the mean goes: the clips whose reference holds little speech outside the "
         "collars weigh as much as the rest. EN2001b's reference is a few backchannels (5.8 s, "

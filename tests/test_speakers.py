@@ -284,6 +284,13 @@ def test_turns_are_where_the_speech_is_not_the_padded_segments(labeller):
     assert result.false_alarm_s <= 0.5
 
 
+def test_a_turn_holds_its_speakers_short_pauses_not_the_long_ones(labeller):
+    speech = [(0.0, 2.0), (2.5, 4.0), (4.0 + speakers.TURN_GAP_S + 0.5, 8.0)]
+    spans = speakers.windows(speech)
+    turns = labeller.assign(spans, np.ones((len(spans), 192)), speech)
+    assert [(t.start_s, t.end_s, t.speaker) for t in turns] == [(0.0, 4.0, 1), (5.5, 8.0, 1)]
+
+
 def test_the_attendee_cap_bounds_the_speakers(labeller):
     samples = load(SAMPLE)
     assert {t.speaker for t in labeller.diarize(samples, max_speakers=1)} == {1}
