@@ -5,7 +5,9 @@ from __future__ import annotations
 import datetime
 import email
 import email.policy
+from email.header import decode_header, make_header
 from email.message import EmailMessage
+from email.utils import getaddresses
 from pathlib import Path
 
 import pytest
@@ -295,3 +297,33 @@ def test_long_non_ascii_subjects_keep_their_spaces(word: str) -> None:
         assert title in message["Subject"], repeats
         header = message.as_bytes(policy=email.policy.SMTP).split(b"\r\n\r\n")[0]
         assert max(len(line) for line in header.split(b"\r\n")) <= 78
+
+
+def _rfc2047_names(data: bytes, field: str) -> list[str]:
+    """The display names of an address header, decoded as RFC 2047 says (whitespace between
+    two encoded words is not text) and as mail readers do; CPython's own address parser keeps
+    that whitespace, so it cannot judge this."""
+    raw = email.message_from_bytes(data, policy=email.policy.compat32)[field]
+    return [str(make_header(decode_header(name))) for name, _ in getaddresses([raw])]
+
+
+@pytest.mark.parametrize("word", ["Ärlig ", "Möte om å, ä och ö ", "日本語の会議 ", "Östra Ängen "])
+def test_long_non_ascii_display_names_keep_their_spaces(word: str) -> None:
+    """CPython folded a long non-ASCII name between two encoded words, where a reader drops
+    the space ("Möte om å, ä och ö" three times over came out "...och öMöte...")."""
+    for repeats in range(1, 25):
+        name = (word * repeats).strip()
+        config = config_module.parse({"room": {"name": name, "timezone": "Europe/Stockholm"}})
+        people = [Recipient("ann@example.com", name), Recipient("bo@example.com", "Bo")]
+        result = Renderer(config, Path("/nonexistent")).render(
+            make_meeting(), TRANSCRIPT, people, "<fixed.meeting-7@localhost>", STARTED + 4000
+        )
+        assert _rfc2047_names(result.data, "From") == [name], repeats
+        assert _rfc2047_names(result.data, "To") == [name, "Bo"], repeats
+        header = result.data.split(b"\r\n\r\n")[0]
+        assert max(len(line) for line in header.split(b"\r\n")) <= 78, repeats
+        parsed = email.message_from_bytes(result.data, policy=email.policy.default)
+        assert [a.addr_spec for a in parsed["To"].addresses] == [
+            "ann@example.com",
+            "bo@example.com",
+        ]

@@ -41,6 +41,7 @@ ATTACHMENTS = (
 )
 # 7bit: non-ASCII bodies go quoted-printable or base64, so no relay needs 8BITMIME.
 _POLICY = email.policy.SMTP.clone(cte_type="7bit")
+_MAX_COLUMNS = 78  # RFC 5322's recommended line length, which encoded headers keep to
 _HEADERS = (
     "subject",
     "from",
@@ -205,10 +206,8 @@ class Renderer:
         subject = header_text(subject) or header_text(meeting.title) or "Meeting transcript"
         message = EmailMessage(policy=_POLICY)
         _set_subject(message, subject)
-        message["From"] = Address(
-            header_text(self.config.room.name), addr_spec=self.config.smtp.from_
-        )
-        message["To"] = [Address(header_text(r.name), addr_spec=r.address) for r in recipients]
+        _set_addresses(message, "From", [(self.config.room.name, self.config.smtp.from_)])
+        _set_addresses(message, "To", [(r.name, r.address) for r in recipients])
         message["Date"] = format_datetime(room_time(now, room_zone(self.config.room.timezone)))
         message["Message-ID"] = message_id
         # RFC 3834: vacation responders and the like should not answer the appliance.
@@ -248,7 +247,34 @@ def _set_subject(message: EmailMessage, subject: str) -> None:
     if subject.isascii():
         message["Subject"] = subject
     else:
-        message.set_raw("Subject", Header(subject, "utf-8", header_name="Subject").encode())
+        message.set_raw("Subject", _encoded_words(subject, "Subject"))
+
+
+def _set_addresses(message: EmailMessage, field: str, people: Sequence[tuple[str, str]]) -> None:
+    """From or To: (display name, address) pairs, each name's spaces kept however long it is.
+
+    CPython's folding of a long non-ASCII name put the fold between two encoded words, where
+    mail readers drop the space ("Möte om å, ä och ö" three times over arrived "...och öMöte"),
+    and could even encode the comma between two addresses, leaving one. Such names are
+    encoded here, the spaces inside the encoded words, one address to a line.
+    """
+    named = [(header_text(name), address) for name, address in people]
+    if all(name.isascii() for name, _ in named):
+        message[field] = [Address(name, addr_spec=address) for name, address in named]
+        return
+    lines = []
+    for name, address in named:
+        spec = f"<{Address(addr_spec=address).addr_spec}>"  # checked as the ASCII path checks
+        phrase = _encoded_words(name, field) if name else ""
+        last = len(phrase.rsplit("\n", 1)[-1]) if phrase else 0
+        fits = last + len(spec) + 2 <= _MAX_COLUMNS  # a space before, a comma after
+        lines.append(f"{phrase}{' ' if fits else chr(10) + ' '}{spec}" if phrase else spec)
+    message.set_raw(field, ",\n ".join(lines))
+
+
+def _encoded_words(text: str, field: str) -> str:
+    """Text as RFC 2047 encoded words, folded to 78 columns with the field's name before it."""
+    return Header(text, "utf-8", header_name=field).encode()
 
 
 def _check_headers(data: bytes, recipients: int) -> None:
