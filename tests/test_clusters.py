@@ -50,7 +50,7 @@ def test_the_cap_bounds_the_count():
 
 
 def test_a_group_smaller_than_min_size_joins_another():
-    points, truth = _groups([20, 20, 2])
+    points, truth = _groups([20, 20, MIN_WINDOWS - 1])
     found = clusters.cluster(points, SIMILARITY, 8, MIN_WINDOWS)
     assert _same_partition(found[:40], truth[:40])
     assert len(set(found.tolist())) == 2
