@@ -1,8 +1,9 @@
 """The daemon over a one-hour meeting: peak RSS, CPU share while recording, stop to final.
 
 Runs `appliance run` as its own process on the default model, records a one-hour file (the dev
-meeting eleven times over) paced at --speed times real time, stops at the hour, and writes a
-"Daemon" section into the benchmark report (replacing an earlier one).
+meeting eleven times over) paced at --speed times real time, stops at the hour; twice, with
+`[speakers]` on and off, so what labelling adds shows. Writes a "Daemon" section into the
+benchmark report (replacing an earlier one).
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ def _proc(pid: int) -> tuple[int, int, float]:
     return proc.status_kib("VmRSS", pid), proc.status_kib("VmHWM", pid), proc.cpu_s(pid)
 
 
-def measure(minutes: float, speed: float, threads: int, scratch: Path) -> dict:
+def measure(minutes: float, speed: float, threads: int, speakers: bool, scratch: Path) -> dict:
     """Run the daemon through one meeting and return what was measured."""
     wav = _hour_file(scratch, minutes)
     length_s = soundfile.info(str(wav)).duration
@@ -56,7 +57,7 @@ def measure(minutes: float, speed: float, threads: int, scratch: Path) -> dict:
     config.write_text(
         f'[storage]\nstate_dir = "{scratch / "state"}"\n[control]\nsocket = '
         f'"{scratch / "control.sock"}"\n[transcriber]\nthreads = {threads}\n'
-        "[speakers]\nenabled = true\n"
+        f"[speakers]\nenabled = {str(speakers).lower()}\n"
     )
     log = scratch / "daemon.log"
     with running(config, log) as daemon:
@@ -118,36 +119,44 @@ def measure(minutes: float, speed: float, threads: int, scratch: Path) -> dict:
     }
 
 
-def render(result: dict, machine: dict, command: str) -> str:
-    """The report section."""
-    share = result["cpu_share_of_one_core_at_1x"]
+def render(on: dict, off: dict, machine: dict, command: str) -> str:
+    """The report section: the meeting with [speakers] on and off, and what labelling adds."""
+
+    def row(measure: str, key: str, unit: str, target: str = "") -> str:
+        added = f"{on[key] - off[key]:+.{3 if unit == ' s/s' else 1}f}{unit}"
+        return f"| {measure} | {on[key]}{unit} | {off[key]}{unit} | {added} | {target} |"
+
     return "\n".join(
         [
             "## Daemon: a one-hour meeting",
             "",
             f"`{command}` on {machine.get('cpu', 'this machine')}, {machine.get('cores', '?')} "
             f"cores: `appliance run` as its own process, default model (tiny.en q5_1, "
-            f"{result['threads']} threads), {result['audio_s'] / 60:.1f} min of meeting audio "
+            f"{on['threads']} threads), {on['audio_s'] / 60:.1f} min of meeting audio "
             f"(the dev meeting repeated) fed with `appliance start --from-file --speed "
-            f"{result['speed']:g}` (paced at {result['speed']:g}x real time), stopped with "
-            "`appliance stop --wait` at the end of the audio. Load average at the start: "
+            f"{on['speed']:g}` (paced at {on['speed']:g}x real time), stopped with "
+            "`appliance stop --wait` at the end of the audio; once with `[speakers]` on and once "
+            "off, each in a daemon of its own. Load average at the start: "
             f"{', '.join(f'{v:.2f}' for v in machine.get('load_average', ()))} (above 0 means "
             "other work shared the cores and the times are pessimistic).",
             "",
-            "| measure | value | target |",
-            "|---|---|---|",
-            f"| peak RSS of the daemon (VmHWM) | {result['peak_rss_mb']} MB | ≤ 200 MB |",
-            f"| RSS when idle, model loaded | {result['idle_rss_mb']} MB | |",
-            f"| `stop` to final transcript (and delivered to the Maildir) | "
-            f"{result['stop_to_final_s']} s | ≤ 5 s |",
-            f"| CPU while recording, per second of audio | {share:.3f} s ({100 * share:.1f} % of "
-            f"one core, {50 * share:.1f} % of two, at real time) | |",
-            f"| speakers labelled in the final transcript (`[speakers]` on) | "
-            f"{result['speakers']} | 7 people speak in the dev meeting |",
+            "| measure | `[speakers]` on | off | added by speakers | target |",
+            "|---|---|---|---|---|",
+            row("peak RSS of the daemon (VmHWM)", "peak_rss_mb", " MB", "≤ 200 MB"),
+            row("RSS when idle, model loaded", "idle_rss_mb", " MB"),
+            row(
+                "`stop` to final transcript (and delivered to the Maildir)",
+                "stop_to_final_s",
+                " s",
+                "≤ 5 s",
+            ),
+            row("CPU while recording, per second of audio", "cpu_share_of_one_core_at_1x", " s/s"),
+            f"| speakers labelled in the final transcript | {on['speakers']} | "
+            f"{off['speakers']} | | 7 people speak in the dev meeting |",
             f"| of stop to final, labelling (clustering the live embeddings, cutting segments) | "
-            f"{result['label_s']} s | |",
-            f"| largest transcription backlog seen | {result['backlog_max_s']} s | |",
-            f"| wall time for the meeting at {result['speed']:g}x | {result['recorded_wall_s']} s | |",
+            f"{on['label_s']} s | | | |",
+            row("largest transcription backlog seen", "backlog_max_s", " s"),
+            row(f"wall time for the meeting at {on['speed']:g}x", "recorded_wall_s", " s"),
             "",
         ]
     )
@@ -162,11 +171,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
     machine = describe(_ROOT)  # before the run: its load average is the other work's
-    with tempfile.TemporaryDirectory(prefix="bench-daemon-") as scratch:
-        result = measure(args.minutes, args.speed, args.threads, Path(scratch))
-    _say(json.dumps(result))
+    results = {}
+    for speakers in (True, False):
+        with tempfile.TemporaryDirectory(prefix="bench-daemon-") as scratch:
+            results[speakers] = measure(
+                args.minutes, args.speed, args.threads, speakers, Path(scratch)
+            )
+        _say(f"[speakers] {'on' if speakers else 'off'}: {json.dumps(results[speakers])}")
     command = command_line("benchmarks.daemon", argv)
-    report_sections.write(args.output, render(result, machine, command))
+    report_sections.write(args.output, render(results[True], results[False], machine, command))
     _say(f"wrote the daemon section of {args.output}")
     return 0
 
