@@ -18,19 +18,46 @@ from appliance.recording.segmenter import Segmenter
 from appliance.service.control import request
 from tools.virtual_mic import DEVICE
 
-MEETING = Path(__file__).parent / "data" / "meetings" / "dev-meeting-01.flac"
-REFERENCE = normalize(MEETING.with_suffix(".txt").read_text(), "en")
+MEETING = Path(__file__).parent / "data" / "meetings" / "dev-meeting-02.flac"
+# Four AMI clips of the meeting after its silent stretch: ten speakers at -54 to -69 dBFS, room
+# tone between them. Played in real time, 119 s where dev-meeting-01's 334 s made this the
+# slowest test of the suite. Both cuts fall between segments of the reference, in silence. Of
+# the stretches tried, its file-pipeline WER moves least with the capture's start (31.6-33.3 %
+# for -0.1 to +1.4 s of it, against 33.9-42.1 % for the meeting's first 98 s).
+EXCERPT_S = (216.0, 335.0)
 
 
-def _wer(engine: Transcriber, path: Path) -> float:
+def _excerpt(folder: Path) -> tuple[Path, str]:
+    """The excerpt as a WAV file, the same samples, and its reference: the .stm segments inside
+    it in the order the .stm gives them."""
+    start_s, end_s = EXCERPT_S
+    reference = []
+    for line in MEETING.with_suffix(".stm").read_text().splitlines():
+        _name, _channel, _speaker, begin, end, text = line.split(maxsplit=5)
+        inside = start_s <= float(begin) and float(end) <= end_s
+        assert inside or float(end) <= start_s or float(begin) >= end_s, f"{line!r} is cut"
+        if inside:
+            reference.append(text)
+    rate = soundfile.info(MEETING).samplerate
+    samples, _ = soundfile.read(
+        MEETING, dtype="int16", start=round(start_s * rate), stop=round(end_s * rate)
+    )
+    path = folder / "excerpt.wav"
+    soundfile.write(path, samples, rate, subtype="PCM_16")
+    return path, normalize(" ".join(reference), "en")
+
+
+def _wer(engine: Transcriber, path: Path, reference: str) -> float:
     """WER of the file pipeline (`appliance transcribe`) on one recording."""
     return jiwer.wer(
-        REFERENCE, normalize(engine.transcribe_file(path, Segmenter(), "en").text, "en")
+        reference, normalize(engine.transcribe_file(path, Segmenter(), "en").text, "en")
     )
 
 
 def test_live_meeting_through_a_capture_device(tmp_path, tiny_en_installed, virtual_microphone):
     model = tiny_en_installed["q5_1"]
+    excerpt, reference = _excerpt(tmp_path)
+    length_s = EXCERPT_S[1] - EXCERPT_S[0]
     daemon = Daemon(
         tmp_path,
         f'[transcriber]\nmodels_dir = "{model.parent}"\n'
@@ -41,10 +68,13 @@ def test_live_meeting_through_a_capture_device(tmp_path, tiny_en_installed, virt
     try:
         daemon.start()
         meeting_id = int(daemon.cli("start", "--to", "anna@example.com").stdout)
-        player = virtual_microphone.play(MEETING)
+        player = virtual_microphone.play(excerpt)
         # Real time: the transcriber keeps up, so what waits for it stays bounded while the
-        # whole meeting plays: at most one window filling (speech is packed into 30 s windows)
-        # and one in the transcriber. Falling behind would grow it without bound.
+        # excerpt plays: at most one window filling (speech is packed into 30 s windows) and
+        # one in the transcriber. Falling behind would grow it without bound; the excerpt holds
+        # 80.6 s of speech by the file pipeline's segmenter, so even a stalled transcriber
+        # would cross the bound before the end. Measured at load 6 on two cores: at most 56.9 s
+        # (a 28.8 s window in the transcriber, a 28.0 s segment waiting), the bound's own case.
         backlog_s = []
         while player.poll() is None:
             # Over the socket from this process: a CLI started every 2 s would load the cores
@@ -55,7 +85,7 @@ def test_live_meeting_through_a_capture_device(tmp_path, tiny_en_installed, virt
             time.sleep(2.0)  # the sampling interval of the keep-up check, not a wait for a result
         assert player.returncode == 0
         print(f"backlog_s every ~2 s while playing: {backlog_s}")
-        assert len(backlog_s) > 50 and max(backlog_s) < 2 * WINDOW_S, backlog_s
+        assert len(backlog_s) > length_s / 4 and max(backlog_s) < 2 * WINDOW_S, backlog_s
         # The last words are still on their way through PulseAudio: a second more of audio.
         heard_s = daemon.status()["audio_s"]
         daemon.wait_for_status(lambda s: s["audio_s"] >= heard_s + 1.0, 30, "the last second")
@@ -65,7 +95,7 @@ def test_live_meeting_through_a_capture_device(tmp_path, tiny_en_installed, virt
         assert daemon.stop() == 0
     finally:
         daemon.close()
-    assert meeting["audio_s"] >= 330
+    assert meeting["audio_s"] >= length_s - 1
     recording = tmp_path / "recording.wav"
     soundfile.write(
         recording,
@@ -74,19 +104,16 @@ def test_live_meeting_through_a_capture_device(tmp_path, tiny_en_installed, virt
         subtype="PCM_16",
     )
     with Transcriber(model, DecodeOptions(threads=2)) as engine:
-        offline_recording = _wer(engine, recording)
-        offline_file = _wer(engine, MEETING)
-    live = jiwer.wer(REFERENCE, normalize(text, "en"))
-    print(
-        f"WER live {live:.3f}; file pipeline on the recording {offline_recording:.3f}, on the "
-        f"original file {offline_file:.3f}"
-    )
-    # The capture is bit-exact but starts a second or so before the playback; tiny.en moves by
-    # up to 2.7 points with the leading silence alone (25.2-28.0 % for 0-0.5 s of it), so the
-    # pipelines are compared on the same audio: the recording the daemon kept. The live path
-    # packs its windows as speech arrives (a window waits at most MAX_WAIT_S), the file path all
-    # at once, so their window boundaries differ by as much as a shifted start does: the same
-    # 3 points bound both. Measured: 30.1 % live against 28.0 % (and 28.6 against 26.7 before
-    # the test's timing changed where the capture starts).
-    assert live <= offline_recording + 0.03
-    assert live <= 0.31
+        offline = _wer(engine, recording, reference)
+    live = jiwer.wer(reference, normalize(text, "en"))
+    print(f"WER live {live:.3f}; file pipeline on the recording {offline:.3f}")
+    # The capture is bit-exact but starts up to a second or so before or after the playback;
+    # tiny.en moves with that shift alone (on this excerpt 31.6-33.3 % for -0.1 to +1.4 s of
+    # it, 32.9 % on the excerpt as cut), so the pipelines are compared on the same audio: the
+    # recording the daemon kept. The live path packs its windows as speech arrives (a window
+    # waits at most MAX_WAIT_S), the file path all at once, so their window boundaries differ
+    # by as much as a shifted start does: 3 points (6 words of the 228) bound the difference.
+    # Measured: 31.6 % live against 31.6 % on the recording, in each of three runs; the bound
+    # on the live WER itself is the worst start measured plus those 3 points.
+    assert live <= offline + 0.03
+    assert live <= 0.36
