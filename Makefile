@@ -4,6 +4,10 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMPS := .stamps
+# whisper.cpp's build for this CPU is kept here as a wheel (deploy/build-whisper.sh keys its
+# folder by version, flags, compiler and CPU), so `make install` and its test install that
+# wheel instead of compiling whisper.cpp a second time.
+export PYWHISPERCPP_WHEELS ?= $(abspath $(STAMPS))/pywhispercpp-wheels
 MODEL ?= tiny.en
 QUANT ?= q8_0
 # What the recorder decodes with ([transcriber] quant): less memory than q8_0.
