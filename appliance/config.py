@@ -120,8 +120,8 @@ class TranscriberConfig:
     )
     # q5_1, not the catalog's q8_0: the daemon's peak RSS was 185 MB with it, 202 MB with q8_0
     # (`python -m benchmarks.daemon --minutes 20`, once with each, 30 s windows); both kept up
-    # live. Now, with every window at 1500 positions, Silero VAD and [speakers] on, the daemon
-    # idles at 220.9 MB and peaks at 337.6 MB over an hour (docs/benchmarks.md, "Daemon").
+    # live. Now, with every window at 1500 positions and Silero VAD, the daemon idles at 194 MB
+    # and peaks at 252 MB over an hour, 221 and 362 MB with [speakers] on (docs/benchmarks.md).
     quant: str = setting("q5_1", "Quantization used when `model` is a bare name.")
     models_dir: str = setting(
         "", "Folder of installed models; empty for the default (/var/lib/meeting-appliance/models)."
