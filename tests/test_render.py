@@ -314,12 +314,16 @@ def test_long_non_ascii_display_names_keep_their_spaces(word: str) -> None:
     for repeats in range(1, 25):
         name = (word * repeats).strip()
         config = config_module.parse({"room": {"name": name, "timezone": "Europe/Stockholm"}})
-        people = [Recipient("ann@example.com", name), Recipient("bo@example.com", "Bo")]
+        people = [
+            Recipient("ann@example.com", name),
+            Recipient("bo@example.com", "Bo"),
+            Recipient("cy@example.com"),
+        ]
         result = Renderer(config, Path("/nonexistent")).render(
             make_meeting(), TRANSCRIPT, people, "<fixed.meeting-7@localhost>", STARTED + 4000
         )
         assert _rfc2047_names(result.data, "From") == [name], repeats
-        assert _rfc2047_names(result.data, "To") == [name, "Bo"], repeats
+        assert _rfc2047_names(result.data, "To") == [name, "Bo", ""], repeats
         header = result.data.split(b"\r\n\r\n")[0]
         assert max(len(line) for line in header.split(b"\r\n")) <= 78, repeats
         parsed = email.message_from_bytes(result.data, policy=email.policy.default)

@@ -265,10 +265,14 @@ def _set_addresses(message: EmailMessage, field: str, people: Sequence[tuple[str
     lines = []
     for name, address in named:
         spec = f"<{Address(addr_spec=address).addr_spec}>"  # checked as the ASCII path checks
-        phrase = _encoded_words(name, field) if name else ""
-        last = len(phrase.rsplit("\n", 1)[-1]) if phrase else 0
-        fits = last + len(spec) + 2 <= _MAX_COLUMNS  # a space before, a comma after
-        lines.append(f"{phrase}{' ' if fits else chr(10) + ' '}{spec}" if phrase else spec)
+        if not name:
+            lines.append(spec)
+            continue
+        phrase = _encoded_words(name, field)
+        last = len(phrase.rsplit("\n", 1)[-1])
+        # A space before the address and a comma after it must fit, or it takes a line.
+        gap = " " if last + len(spec) + 2 <= _MAX_COLUMNS else "\n "
+        lines.append(f"{phrase}{gap}{spec}")
     message.set_raw(field, ",\n ".join(lines))
 
 
