@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import statistics
 import subprocess
 import sys
@@ -42,12 +41,6 @@ _SETTLE_S = 2.0
 
 Runs = tuple[list[float], list[float], float]  # wall s and CPU s per run, and the WER
 PEER_WHOLE, PEER_VAD = "faster-whisper int8, whole file", "faster-whisper int8, vad_filter=True"
-
-
-def _cpu() -> float:
-    """CPU seconds of the whole process (every thread), user and system."""
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
 
 
 def ours_name(model: Path, threads: int) -> str:
@@ -91,10 +84,10 @@ def measure(model: Path, threads: int, rounds: int, scratch: Path) -> dict[str, 
             for done in range(1, rounds + 1):
                 for name, run in runs.items():
                     time.sleep(_SETTLE_S)
-                    started, cpu_started = time.perf_counter(), _cpu()
+                    started, cpu_started = time.perf_counter(), proc.own_cpu_s()
                     run(meeting)
                     times[name].append(time.perf_counter() - started)
-                    cpu[name].append(_cpu() - cpu_started)
+                    cpu[name].append(proc.own_cpu_s() - cpu_started)
                 print(
                     f"bench interleaved: {meeting.name} round {done}/{rounds}",
                     file=sys.stderr,

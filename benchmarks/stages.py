@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import resource
 import statistics
 import sys
 import time
@@ -26,19 +25,13 @@ from appliance.engine.windows import pack
 from appliance.recording.audio import SAMPLE_RATE, float_to_pcm16, load, pcm16_to_float
 from appliance.recording.segmenter import Segmenter, default_model
 from appliance.recording.silero import FRAME_SAMPLES
-from benchmarks import configs, report_sections
+from benchmarks import configs, proc, report_sections
 from benchmarks.configs import MEETING_LANGUAGE, MEETINGS, ROOT
 from benchmarks.machine import command_line, describe
 from benchmarks.timings import Lines, stages
 
 HEADING = "## Where the meeting's CPU goes"
 _WHISPER_STAGES = ("mel", "encode", "decode")
-
-
-def _cpu() -> float:
-    """CPU seconds of the whole process (every thread), user and system."""
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
 
 
 def _silero_raw_pass(samples: np.ndarray) -> float:
@@ -67,15 +60,15 @@ def measure(meeting: Path, transcriber: Transcriber, log: Lines) -> dict:
     pack_s = time.thread_time() - started
     transcriber.log_timings()
     log.lines.clear()
-    cpu, main = _cpu(), time.thread_time()
+    cpu, main = proc.own_cpu_s(), time.thread_time()
     transcriber.transcribe(speech, MEETING_LANGUAGE)
-    workers_s = _cpu() - cpu - (time.thread_time() - main)
+    workers_s = proc.own_cpu_s() - cpu - (time.thread_time() - main)
     transcriber.log_timings()
     timed = stages(log.lines)
     log.lines.clear()
-    cpu, wall = _cpu(), time.perf_counter()
+    cpu, wall = proc.own_cpu_s(), time.perf_counter()
     transcriber.transcribe_file(meeting, segmenter, MEETING_LANGUAGE)
-    file_cpu, file_wall = _cpu() - cpu, time.perf_counter() - wall
+    file_cpu, file_wall = proc.own_cpu_s() - cpu, time.perf_counter() - wall
     whisper_ms = sum(timed.get(s, (0.0, 0))[0] for s in _WHISPER_STAGES)
     return {
         "meeting": meeting.name,
