@@ -146,8 +146,9 @@ def render(
     lines = [
         HEADING,
         "",
-        f"`{command}` on {machine.get('cpu', 'this machine')}, {machine.get('cores', '?')} cores, "
-        f"load average at the start {machine['load_average'][0]:.2f}: one process, each dev "
+        f"`{command}` on {machine.get('cpu', 'this machine')}, {machine.get('cores', '?')} cores "
+        f"(ggml uses {', '.join(machine.get('cpu_features') or ['?'])}: the ratio depends on "
+        f"them), load average at the start {machine['load_average'][0]:.2f}: one process, each dev "
         f"meeting transcribed by each engine in turn, after one untimed warm-up each and a "
         f"{_SETTLE_S:.0f} s pause before each run. *CPU s*: the process's CPU seconds (every "
         "thread) per run, median. *Peak RSS*: of a process that loads only that engine and "

@@ -2,7 +2,12 @@
 
 from benchmarks.interleaved import HEADING, render
 
-MACHINE = {"cpu": "AMD EPYC", "cores": 2, "load_average": [0.05, 0.1, 0.1]}
+MACHINE = {
+    "cpu": "AMD EPYC",
+    "cores": 2,
+    "load_average": [0.05, 0.1, 0.1],
+    "cpu_features": ["AVX2", "FMA"],
+}
 
 
 def test_ratio_between_medians_with_every_run_shown_per_meeting():
@@ -22,6 +27,7 @@ def test_ratio_between_medians_with_every_run_shown_per_meeting():
     }
     text = render(results, peak_mb, MACHINE, "python -m benchmarks.interleaved")
     assert text.startswith(HEADING + "\n")
+    assert "AMD EPYC, 2 cores (ggml uses AVX2, FMA: the ratio depends on them)" in text
     rows = [line for line in text.splitlines() if line.startswith("| m") and ".flac" in line]
     assert rows == [
         "| m1.flac | whisper.cpp | 6.00 | 6.00, 5.00, 9.00 | 9.00 | 25.0 % | 390 | 1.00 | 1.00 |",
