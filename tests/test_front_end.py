@@ -17,7 +17,7 @@ import pytest
 from test_transcribe import wer
 
 from appliance.engine.transcriber import Transcriber
-from appliance.engine.windows import level as level_samples
+from appliance.engine.windows import level
 from appliance.evaluate import Clip, normalize, read_manifest
 from appliance.models import catalog
 from appliance.recording.audio import SAMPLE_RATE, float_to_pcm16, load, pcm16_to_float
@@ -96,11 +96,11 @@ def test_clips_at_minus_66_dbfs_lose_no_word_and_the_front_end_costs_none(transc
         samples = load(clip.audio)
         rms_db = 10 * np.log10(np.mean(samples.astype(np.float64) ** 2))
         quiet = samples * np.float32(10 ** ((-66.0 - rms_db) / 20))
-        for level, audio in (("own", samples), ("-66", quiet)):
-            heard[level].append(
+        for name, audio in (("own", samples), ("-66", quiet)):
+            heard[name].append(
                 normalize(_text(transcriber.transcribe(segmenter.segments(audio)).segments), "en")
             )
-        as_captured = level_samples(pcm16_to_float(float_to_pcm16(quiet)))
+        as_captured = level(pcm16_to_float(float_to_pcm16(quiet)))
         heard["-66 alone"].append(
             normalize(_text(transcriber.transcribe_window(as_captured)), "en")
         )
@@ -112,7 +112,7 @@ def test_clips_at_minus_66_dbfs_lose_no_word_and_the_front_end_costs_none(transc
 
 @pytest.mark.parametrize("kind", sorted(noise.KINDS))
 def test_room_noise_gives_no_words(transcriber, segmenter, kind):
-    samples = np.concatenate([noise.KINDS[kind](10.0, level) for level in (-60.0, -35.0)])
+    samples = np.concatenate([noise.KINDS[kind](10.0, dbfs) for dbfs in (-60.0, -35.0)])
     assert _text(transcriber.transcribe(segmenter.segments(samples)).segments) == ""
 
 
